@@ -1,0 +1,157 @@
+"""Saving and loading trained models: ``config.json`` + ``model.safetensors`` in a directory.
+
+``config.json`` holds ``{"format": "perceiver", "task": <task name>, "config": {...}}``; the task name is the
+registry key that rebuilds the model. Lightning checkpoints (``.ckpt``) load too, with
+``torch.load(weights_only=True)``. Nothing here unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, Tuple, Union
+
+import torch
+from torch import nn
+
+from perceiver import registry
+
+FORMAT = "perceiver"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class ModelLoadError(ValueError):
+    """A path that does not hold a model this project can load, with the reason."""
+
+
+def save_model(model: nn.Module, directory: Union[str, Path], task: str = None) -> Path:
+    """Export ``model`` (which has ``config`` and ``task``) to ``directory`` atomically: the files are written to a
+    temporary directory beside it, which then replaces ``directory``."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    task = task or model.task
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        meta = {"format": FORMAT, "format_version": 1, "task": task, "config": asdict(model.config)}
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        old = None
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}-old-{os.getpid()}")
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"cannot read {path}: {error}") from error
+
+
+def resolve_model_path(path: Union[str, Path]) -> Path:
+    """Accept a model directory, a training output directory (``<dir>/model``) or a ``.ckpt`` file."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"model path {str(path)!r} does not exist")
+    if path.is_dir():
+        if (path / CONFIG_FILE).exists():
+            return path
+        if (path / "model" / CONFIG_FILE).exists():
+            return path / "model"
+        last = path / "checkpoints" / "last.ckpt"
+        if last.exists():
+            return last
+        raise ModelLoadError(f"{str(path)!r} holds no {CONFIG_FILE}, model/{CONFIG_FILE} or checkpoints/last.ckpt")
+    return path
+
+
+def _build(task: str, config_values: Dict[str, Any], source: Path, expected_task: str = None) -> nn.Module:
+    if expected_task is not None and task != expected_task:
+        raise ModelLoadError(f"{source} is a {task!r} model, expected a {expected_task!r} model")
+    try:
+        entry = registry.get("task", task)
+    except registry.RegistryError as error:
+        raise ModelLoadError(f"{source}: {error}") from error
+    try:
+        config = entry.build_config(**config_values)
+    except (TypeError, ValueError) as error:
+        raise ModelLoadError(f"{source}: config does not fit task {task!r}: {error}") from error
+    return entry.load()(config)
+
+
+def _load_state(model: nn.Module, state: Dict[str, torch.Tensor], source: Path) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [
+        f"{key} {tuple(state[key].shape)} vs config {tuple(own[key].shape)}"
+        for key in own
+        if key in state and state[key].shape != own[key].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
+    if mismatched:
+        problems.append(f"shape mismatch {', '.join(mismatched[:3])}{' ...' if len(mismatched) > 3 else ''}")
+    if problems:
+        raise ModelLoadError(f"weights in {source} do not match its config: {'; '.join(problems)}")
+    model.load_state_dict(state)
+
+
+def _load_ckpt(path: Path) -> Tuple[str, Dict[str, Any], Dict[str, torch.Tensor]]:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt, truncated, or not a torch file
+        raise ModelLoadError(f"cannot read checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0]}") from error
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not hparams or "config" not in hparams or "state_dict" not in checkpoint:
+        raise ModelLoadError(f"{path} is not a checkpoint written by perceiver training")
+    task = checkpoint.get("perceiver_task") or hparams.get("task") or "clm"
+    state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    state = {k.replace("_orig_mod.", ""): v for k, v in state.items()}
+    return task, hparams["config"], state
+
+
+def load_model(path: Union[str, Path], task: str = None, map_location: str = "cpu") -> nn.Module:
+    """Load a model in eval mode from an export directory, a training output directory or a ``.ckpt`` file.
+
+    :param task: if given, the model must be of this task (e.g. ``"clm"``)
+    """
+    path = resolve_model_path(path)
+    if path.is_dir():
+        meta = _read_json(path / CONFIG_FILE)
+        if meta.get("format") != FORMAT or "task" not in meta or "config" not in meta:
+            raise ModelLoadError(f"{path / CONFIG_FILE} is not a perceiver model config")
+        model = _build(meta["task"], meta["config"], path, task)
+        weights = path / WEIGHTS_FILE
+        if not weights.exists():
+            raise ModelLoadError(f"{path} has no {WEIGHTS_FILE}")
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(weights), device=map_location)
+        except (SafetensorError, OSError) as error:
+            raise ModelLoadError(f"cannot read {weights}: corrupt or not a safetensors file ({error})") from error
+    else:
+        model_task, config_values, state = _load_ckpt(path)
+        model = _build(model_task, config_values, path, task)
+    _load_state(model, state, path)
+    return model.to(map_location).eval()

@@ -1,0 +1,173 @@
+"""Multi-head attention on ``torch.nn.functional.scaled_dot_product_attention``, with a key/value cache.
+
+Mask convention (the one place it is defined)
+---------------------------------------------
+* Public APIs take ``pad_mask``: a bool tensor of shape ``(B, N)`` that is ``True`` at **padding** positions.
+* Attention layers take ``attend_mask``: a bool tensor broadcastable to ``(B, H, Q, K)`` that is ``True`` where a
+  query **may attend** to a key (the ``scaled_dot_product_attention`` convention). ``None`` means "attend to all".
+* :func:`attend_mask` converts the first into the second, once per forward pass, adding the causal constraint
+  when asked. A causal mask with fewer queries than keys is right-aligned: query ``i`` of ``Q`` sits at key
+  position ``K - Q + i``.
+
+Padding queries are allowed to attend to their own position, so that no row of the mask is empty (an empty row
+makes the softmax undefined); their outputs are never used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Rotary = Tuple[Tensor, Tensor]  # (cos, sin), each (B, 1, N, R): rotary angles of N positions
+
+
+def attend_mask(
+    pad_mask: Optional[Tensor], num_queries: int, num_keys: int, causal: bool, device=None
+) -> Optional[Tensor]:
+    """Build a ``True = may attend`` mask of shape ``(B or 1, 1, Q, K)`` from a key pad mask ``(B, K)``.
+
+    Returns ``None`` when nothing needs masking (no padding, not causal).
+    """
+    if pad_mask is None and not causal:
+        return None
+    device = pad_mask.device if pad_mask is not None else device
+    query_pos = torch.arange(num_keys - num_queries, num_keys, device=device)[:, None]  # (Q, 1) key index of query
+    key_pos = torch.arange(num_keys, device=device)[None, :]  # (1, K)
+    mask = (key_pos <= query_pos) if causal else torch.ones(num_queries, num_keys, dtype=torch.bool, device=device)
+    mask = mask[None, None]  # (1, 1, Q, K)
+    if pad_mask is not None:
+        keep = ~pad_mask[:, None, None, :]  # (B, 1, 1, K)
+        mask = mask & (keep | (key_pos == query_pos))  # a padding query still sees itself
+    return mask
+
+
+def apply_rotary(x: Tensor, rotary: Rotary) -> Tensor:
+    """Rotate the first ``R`` channels of each head of ``x`` (B, H, N, D) by the angles in ``rotary`` (B, 1, N, R)."""
+    cos, sin = rotary
+    num_rotary = cos.shape[-1]
+    x_rot, x_pass = x[..., :num_rotary], x[..., num_rotary:]
+    x1, x2 = x_rot.chunk(2, dim=-1)
+    rotated_half = torch.cat((-x2, x1), dim=-1)
+    x_rot = x_rot * cos + rotated_half * sin
+    return torch.cat((x_rot, x_pass), dim=-1)
+
+
+class KVCache:
+    """Preallocated keys and values of one attention layer.
+
+    ``keys``: (B, H, capacity, Dqk), ``values``: (B, H, capacity, Dv); the first ``length`` positions are filled.
+    Appending writes in place, so decoding one token costs no reallocation.
+    """
+
+    def __init__(self, keys: Tensor, values: Tensor):
+        self.keys = keys
+        self.values = values
+        self.length = 0
+
+    @classmethod
+    def empty(cls, batch_size: int, num_heads: int, capacity: int, qk_dim: int, v_dim: int, like: Tensor) -> "KVCache":
+        keys = like.new_empty(batch_size, num_heads, capacity, qk_dim)
+        values = like.new_empty(batch_size, num_heads, capacity, v_dim)
+        return cls(keys, values)
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[2]
+
+    def append(self, keys: Tensor, values: Tensor) -> Tuple[Tensor, Tensor]:
+        """Append (B, H, T, D) keys/values; return views of all filled positions."""
+        start, end = self.length, self.length + keys.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"KV cache overflow: {end} positions > capacity {self.capacity}")
+        self.keys[:, :, start:end] = keys
+        self.values[:, :, start:end] = values
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+@dataclass
+class AttentionConfig:
+    """Shape of one multi-head attention.
+
+    ``num_qk_channels`` and ``num_v_channels`` default to the query input channels; ``num_output_channels``
+    defaults to the query input channels too (so the attention output can be added to its input).
+    """
+
+    num_heads: int
+    num_q_input_channels: int
+    num_kv_input_channels: int
+    num_qk_channels: Optional[int] = None
+    num_v_channels: Optional[int] = None
+    num_output_channels: Optional[int] = None
+    dropout: float = 0.0
+    bias: bool = True
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention of queries (B, Q, Cq) over keys/values (B, K, Ckv) -> (B, Q, Cout).
+
+    Serves cross-attention (Cq != Ckv) and self-attention. Rotary embeddings, when given, rotate the first
+    channels of each query and key head. With a :class:`KVCache`, the keys and values computed from ``x_kv`` are
+    appended to the cache and the queries attend to all cached positions.
+    """
+
+    def __init__(self, config: AttentionConfig):
+        super().__init__()
+        qk = config.num_qk_channels or config.num_q_input_channels
+        v = config.num_v_channels or qk
+        out = config.num_output_channels or config.num_q_input_channels
+        if qk % config.num_heads or v % config.num_heads:
+            raise ValueError(f"qk channels ({qk}) and v channels ({v}) must be divisible by num_heads ({config.num_heads})")
+        self.num_heads = config.num_heads
+        self.qk_head_dim = qk // config.num_heads
+        self.v_head_dim = v // config.num_heads
+        self.dropout = config.dropout
+        self.q_proj = nn.Linear(config.num_q_input_channels, qk, bias=config.bias)
+        self.k_proj = nn.Linear(config.num_kv_input_channels, qk, bias=config.bias)
+        self.v_proj = nn.Linear(config.num_kv_input_channels, v, bias=config.bias)
+        self.o_proj = nn.Linear(v, out, bias=config.bias)
+
+    def _heads(self, x: Tensor, head_dim: int) -> Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, head_dim).transpose(1, 2)  # (B, H, N, D)
+
+    def forward(
+        self,
+        x_q: Tensor,
+        x_kv: Tensor,
+        attend_mask: Optional[Tensor] = None,
+        is_causal: bool = False,
+        rotary_q: Optional[Rotary] = None,
+        rotary_k: Optional[Rotary] = None,
+        kv_cache: Optional[KVCache] = None,
+    ) -> Tensor:
+        """
+        :param x_q: queries input (B, Q, Cq)
+        :param x_kv: keys/values input (B, K, Ckv); with a cache, only the new positions
+        :param attend_mask: bool (B or 1, 1, Q, K_total), True = may attend (see module docstring)
+        :param is_causal: use the kernel's own causal mask (only valid for Q == K_total and no ``attend_mask``)
+        :param rotary_q: rotary angles of the query positions, (B, 1, Q, R)
+        :param rotary_k: rotary angles of the key positions in ``x_kv``, (B, 1, K, R)
+        :param kv_cache: cache to append the new keys/values to
+        :return: (B, Q, Cout)
+        """
+        q = self._heads(self.q_proj(x_q), self.qk_head_dim)  # (B, H, Q, Dqk)
+        k = self._heads(self.k_proj(x_kv), self.qk_head_dim)  # (B, H, K, Dqk)
+        v = self._heads(self.v_proj(x_kv), self.v_head_dim)  # (B, H, K, Dv)
+        if rotary_q is not None:
+            q = apply_rotary(q, rotary_q)
+        if rotary_k is not None:
+            k = apply_rotary(k, rotary_k)
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend_mask, dropout_p=dropout, is_causal=is_causal)
+        out = out.transpose(1, 2).reshape(x_q.shape[0], x_q.shape[1], -1)  # (B, Q, H * Dv)
+        return self.o_proj(out)

