@@ -218,16 +218,18 @@ class LitCausalLanguageModel(LitTask):
     """
 
     task_name = "clm"
+    throughput_unit = "tok/s"
     config_class = CausalLanguageModelConfig
     model_class = CausalLanguageModel
 
-    def step(self, batch) -> Dict[str, Tensor]:
+    @staticmethod
+    def compute(model: CausalLanguageModel, batch) -> Dict[str, Tensor]:
         labels, input_ids, pad_mask = batch
-        max_latents = self.model.config.max_latents
-        num_latents = min(max_latents, input_ids.shape[1])
-        logits = self.model(input_ids, prefix_len=input_ids.shape[1] - num_latents, pad_mask=pad_mask)
-        loss = F.cross_entropy(logits.transpose(1, 2).float(), labels[:, -num_latents:], ignore_index=-100)
-        return {"loss": loss, "bpb": loss / math.log(2), "tokens": (labels[:, -num_latents:] != -100).sum()}
+        num_latents = min(model.config.max_latents, input_ids.shape[1])
+        logits = model(input_ids, prefix_len=input_ids.shape[1] - num_latents, pad_mask=pad_mask)
+        labels = labels[:, -num_latents:]
+        loss = F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=-100)
+        return {"loss": loss, "bpb": loss / math.log(2), "count": (labels != -100).sum()}
 
 
 __all__ = ["CausalLanguageModel", "CausalLanguageModelConfig", "LitCausalLanguageModel"]

@@ -21,12 +21,14 @@ from perceiver.training.schedules import ConstantWithWarmupLR, CosineWithWarmupL
 class LitTask(pl.LightningModule):
     """Base of the Lightning modules: builds ``model_class(config)``, logs what ``step`` returns.
 
-    Subclasses set ``task_name``, ``config_class``, ``model_class`` and implement ``step(batch) -> dict`` with at
-    least ``loss``; other entries are logged as ``train_<key>`` / ``val_<key>``. Hyperparameters are stored as
+    Subclasses set ``task_name``, ``config_class``, ``model_class`` and implement ``compute(model, batch) -> dict``
+    with ``loss`` and ``count`` (how many predictions the batch holds, the weight of its metrics); other entries are
+    logged as ``val_<key>``. ``compute`` is static so that ``perceiver eval`` uses it on a loaded model. Hyperparameters are stored as
     plain dicts so that checkpoints load with ``torch.load(weights_only=True)``.
     """
 
     task_name: str = ""
+    throughput_unit: str = "items/s"
     config_class: type = type(None)
     model_class: type = type(None)
 
@@ -47,23 +49,27 @@ class LitTask(pl.LightningModule):
     def create(cls, config: Any, optimizer: Union[OptimizerConfig, Dict[str, Any], None] = None) -> "LitTask":
         return cls(config, optimizer)
 
-    def step(self, batch) -> Dict[str, torch.Tensor]:
+    @staticmethod
+    def compute(model: torch.nn.Module, batch) -> Dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def step(self, batch) -> Dict[str, torch.Tensor]:
+        return self.compute(self.model, batch)
 
     def training_step(self, batch, batch_idx):
         out = self.step(batch)
         self.log("train_loss", out["loss"], prog_bar=True)
         now = time.perf_counter()
-        if self._last_step_time is not None and "tokens" in out:
-            tokens = out["tokens"].item() * self.trainer.world_size
-            self.log("tok/s", tokens / max(now - self._last_step_time, 1e-9), prog_bar=True)
+        if self._last_step_time is not None:
+            count = out["count"].item() * self.trainer.world_size
+            self.log(self.throughput_unit, count / max(now - self._last_step_time, 1e-9), prog_bar=True)
         self._last_step_time = now
         return out["loss"]
 
     def validation_step(self, batch, batch_idx):
         out = self.step(batch)
         for key, value in out.items():
-            if key != "tokens":
+            if key != "count":
                 self.log(f"val_{key}", value, prog_bar=key == "loss", sync_dist=True)
 
     def on_validation_end(self):

@@ -1,0 +1,55 @@
+"""``perceiver eval``: validation metrics of a trained model on a registered data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def evaluate(
+    model: Path = typer.Option(..., "--model", "-m", help="Model directory, training output directory or .ckpt file."),
+    data: str = typer.Option(..., "--data", "-d", help="Registered data set (see `perceiver list datasets`)."),
+    data_path: Optional[str] = typer.Option(None, "--data-path", help="File or directory for data sets that read files."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size."),
+    max_batches: Optional[int] = typer.Option(None, "--max-batches", help="Evaluate at most this many batches."),
+    sets: List[str] = typer.Option([], "--set", help="Data option as key=value (repeatable)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, ..."),
+) -> None:
+    """Print validation loss and task metrics (bits per byte and perplexity for [bold]clm[/])."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from perceiver import registry
+    from perceiver.checkpoint import load_model
+    from perceiver.options import field_types, parse_value
+    from perceiver.training.evaluate import evaluate as run_evaluation
+    from perceiver.training.plan import parse_sets
+
+    dataset = registry.get("dataset", data)
+    lm = load_model(model, map_location=device)
+    config_class = dataset.config_class()
+    types = field_types(config_class)
+    values = {"data_path": data_path, "batch_size": batch_size}
+    for section, key, value in parse_sets(sets):
+        if section not in (None, "data") or key not in types:
+            raise typer.BadParameter(f"unknown data option {key!r}", param_hint="--set")
+        values[key] = parse_value(f"data.{key}", value, types[key])
+    for key in types:  # sizes the model was trained with
+        if key not in values and hasattr(lm.config, key):
+            values[key] = getattr(lm.config, key)
+    datamodule = dataset.load()(dataset.build_config(**{k: v for k, v in values.items() if k in types}))
+    datamodule.setup("validate")
+    metrics = run_evaluation(lm, datamodule.val_dataloader(), lm.task, max_batches=max_batches, device=device)
+
+    table = Table(title=f"{lm.task} model on {data} (validation)", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:,.0f}" if key == "predictions" else f"{value:.4f}")
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval", rich_help_panel="Use")(evaluate)

@@ -1,0 +1,137 @@
+"""``perceiver train <task>``: one command per registered task, with options generated from its config dataclass
+and from the optimizer and trainer configs. Anything else: ``--set section.key=value`` or ``--config FILE.yaml``."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Dict, List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from perceiver.options import field_default, field_docs, field_types, type_name, unwrap_optional
+
+SKIPPED_FIELDS = {"adapter", "adapter_options"}
+"""Model config fields with their own options (--adapter, --set adapter.key=value)."""
+
+
+def _fixed_parameters() -> List[inspect.Parameter]:
+    def param(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+    panel = "Components"
+    return [
+        param("data", Annotated[Optional[str], typer.Option("--data", "-d", help="Registered data set (see `perceiver list datasets`).", rich_help_panel=panel)]),
+        param("adapter", Annotated[Optional[str], typer.Option("--adapter", help="Input adapter (default: the data set's).", rich_help_panel=panel)]),
+        param("preset", Annotated[Optional[str], typer.Option("--model", help="Model preset, e.g. clm-30m (see `perceiver list models`).", rich_help_panel=panel)]),
+        param("config_file", Annotated[Optional[str], typer.Option("--config", help="YAML file with sections model, adapter, data, optimizer, trainer.", rich_help_panel=panel)]),
+        param("sets", Annotated[List[str], typer.Option("--set", help="Any option as \\[section.]key=value, e.g. adapter.rotary_fraction=0.25 (repeatable).", rich_help_panel=panel)], default=[]),
+        param("resume", Annotated[bool, typer.Option("--resume", help="Continue the run in --output-dir from its last checkpoint.", rich_help_panel=panel)], default=False),
+        param("data__data_path", Annotated[Optional[str], typer.Option("--data-path", help="File or directory for data sets that read files (data set text).", rich_help_panel="Data")]),
+        param("data__batch_size", Annotated[Optional[str], typer.Option("--batch-size", metavar="INT", help="Batch size per device.", rich_help_panel="Data")]),
+        param("data__num_workers", Annotated[Optional[str], typer.Option("--num-workers", metavar="INT", help="Data loader worker processes.", rich_help_panel="Data")]),
+    ]
+
+
+def _generated_parameters(section: str, config_class: type, panel: str, taken: set) -> List[inspect.Parameter]:
+    docs = field_docs(config_class)
+    params = []
+    for name, tp in field_types(config_class).items():
+        inner, _ = unwrap_optional(tp)
+        if name in SKIPPED_FIELDS or inner not in (int, float, str, bool):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if flag in taken:
+            flag = f"--{section}-{name.replace('_', '-')}"
+        taken.add(flag)
+        default = field_default(config_class, name)
+        help_text = f"{docs.get(name, '')} [dim]\\[default: {default}][/]".strip()
+        if inner is bool:
+            option = typer.Option(f"{flag}/--no-{flag[2:]}", help=help_text, rich_help_panel=panel)
+            annotation = Annotated[Optional[bool], option]
+        else:
+            option = typer.Option(flag, metavar=type_name(tp).upper(), help=help_text, rich_help_panel=panel)
+            annotation = Annotated[Optional[str], option]
+        params.append(inspect.Parameter(f"{section}__{name}", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
+    return params
+
+
+def make_train_command(task: str) -> Callable[..., None]:
+    """A function whose signature lists every option of ``perceiver train <task>``."""
+    from perceiver import registry
+    from perceiver.training.config import OptimizerConfig, TrainerConfig
+
+    entry = registry.get("task", task)
+    fixed = _fixed_parameters()
+    taken = {"--data", "--adapter", "--model", "--config", "--set", "--resume", "--data-path", "--batch-size", "--num-workers"}
+    generated = (
+        _generated_parameters("model", entry.config_class(), f"Model ({task})", taken)
+        + _generated_parameters("optimizer", OptimizerConfig, "Optimizer", taken)
+        + _generated_parameters("trainer", TrainerConfig, "Trainer", taken)
+    )
+
+    def train(**kwargs: Any) -> None:
+        options: Dict[str, Dict[str, Any]] = {}
+        for key in list(kwargs):
+            if "__" in key:
+                section, name = key.split("__", 1)
+                value = kwargs.pop(key)
+                if value is not None:
+                    options.setdefault(section, {})[name] = value
+        run_training(task, options=options, **kwargs)
+
+    params = fixed + generated
+    train.__signature__ = inspect.Signature(params)
+    train.__annotations__ = {p.name: p.annotation for p in params}
+    train.__doc__ = (
+        f"{entry.description}.\n\n"
+        f"Example: [bold]perceiver train {task} --data NAME --max-steps 1000 --output-dir runs/{task}[/]"
+    )
+    return train
+
+
+def run_training(
+    task: str,
+    data: Optional[str] = None,
+    adapter: Optional[str] = None,
+    preset: Optional[str] = None,
+    config_file: Optional[str] = None,
+    sets: Optional[List[str]] = None,
+    resume: bool = False,
+    options: Optional[Dict[str, Dict[str, Any]]] = None,
+) -> None:
+    from rich.console import Console
+
+    from perceiver.training.plan import plan_training
+
+    console = Console(stderr=True, highlight=False)
+    plan = plan_training(task, data, adapter, preset, config_file, options, list(sets or []), resume)
+    console.print(
+        f"[bold]train {plan.task}[/] on [bold]{plan.dataset}[/] with adapter [bold]{plan.adapter}[/] "
+        f"-> {plan.trainer_config.output_dir}"
+    )
+    from perceiver.training.fit import fit
+
+    result = fit(plan)
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result["metrics"].items()) if k.startswith("val_"))
+    console.print(f"[green]done[/] at step {result['step']}: {metrics or 'no validation run'}")
+    console.print(f"model exported to [bold]{result['model_dir']}[/]")
+
+
+def register(app: typer.Typer, build_tasks: bool = True) -> None:
+    train_app = typer.Typer(
+        help="Train a model: [bold]perceiver train <task> --data <dataset>[/] (tasks: `perceiver list tasks`).",
+        no_args_is_help=True,
+        rich_markup_mode="rich",
+    )
+
+    @train_app.callback()
+    def _group() -> None:
+        """Train a model: perceiver train <task> --data <dataset>."""
+
+    if build_tasks:
+        from perceiver import registry
+
+        for entry in registry.list("task"):
+            train_app.command(entry.name, help=None, no_args_is_help=False)(make_train_command(entry.name))
+    app.add_typer(train_app, name="train", rich_help_panel="Train")
