@@ -169,5 +169,5 @@ class MultiHeadAttention(nn.Module):
             k, v = kv_cache.append(k, v)
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend_mask, dropout_p=dropout, is_causal=is_causal)
-        out = out.transpose(1, 2).reshape(x_q.shape[0], x_q.shape[1], -1)  # (B, Q, H * Dv)
+        out = out.transpose(1, 2).reshape(out.shape[0], x_q.shape[1], -1)  # (B, Q, H * Dv); x_q may be (1, Q, Cq)
         return self.o_proj(out)

@@ -46,15 +46,14 @@ def fourier_features(spatial_shape: Sequence[int], num_bands: int, max_resolutio
 
     Coordinates are spaced evenly in [-1, 1] along each axis; each is encoded by sin/cos of ``pi * f * x`` for
     ``num_bands`` frequencies ``f`` spaced linearly from 1 to ``max_resolution / 2``, and the raw coordinate.
+    Channel order is DeepMind's (and Hugging Face's): the D raw coordinates, then the sines of all axes (axis-major:
+    axis 0's F bands, axis 1's F bands, ...), then the cosines in the same order.
 
     :return: (prod(spatial_shape), len(spatial_shape) * (2 * num_bands + 1))
     """
     max_resolution = max_resolution or spatial_shape
     axes = [torch.linspace(-1.0, 1.0, steps=size) for size in spatial_shape]
     coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(spatial_shape))  # (N, D)
-    features = [coords]
-    for dim, resolution in enumerate(max_resolution):
-        freqs = torch.linspace(1.0, resolution / 2.0, steps=num_bands)  # (F,)
-        angles = math.pi * coords[:, dim : dim + 1] * freqs  # (N, F)
-        features.extend([angles.sin(), angles.cos()])
-    return torch.cat(features, dim=-1)
+    freqs = torch.stack([torch.linspace(1.0, res / 2.0, steps=num_bands) for res in max_resolution])  # (D, F)
+    angles = (coords[:, :, None] * freqs[None]).reshape(coords.shape[0], -1)  # (N, D * F), axis-major
+    return torch.cat([coords, torch.sin(math.pi * angles), torch.cos(math.pi * angles)], dim=-1)

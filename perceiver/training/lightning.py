@@ -87,9 +87,15 @@ class LitTask(pl.LightningModule):
         if cfg.optimizer == "adam":
             groups[0]["weight_decay"] = 0.0
         kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-        try:
-            optimizer = optimizer_class(groups, fused=True, **kwargs)
-        except (RuntimeError, TypeError):
+        # the fused kernel is fastest, but Lightning's mixed-precision plugins cannot clip its gradients
+        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+        optimizer = None
+        if precision.startswith(("32", "64")):
+            try:
+                optimizer = optimizer_class(groups, fused=True, **kwargs)
+            except (RuntimeError, TypeError):
+                optimizer = None
+        if optimizer is None:
             optimizer = optimizer_class(groups, **kwargs)
         if cfg.schedule == "cosine":
             training_steps = self.trainer.max_steps if self.trainer.max_steps > 0 else 10_000

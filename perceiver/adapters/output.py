@@ -1,0 +1,67 @@
+"""Output adapters of Perceiver IO: token logits tied to the input embedding, and class logits.
+
+Both are registered by name (``token-logits``, ``class-logits``) and built as ``factory(config, input_adapter)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from torch import Tensor, nn
+
+from perceiver.adapters.base import OutputAdapter, TokenAdapter, TokenInputAdapter
+
+
+@dataclass
+class TokenLogitsConfig:
+    """The ``token-logits`` adapter has no options: its weights are the input adapter's token embedding."""
+
+
+class TiedTokenLogitsAdapter(OutputAdapter):
+    """``forward(hidden (B, Q, C)) -> logits (B, Q, vocab_size)`` = hidden @ embedding.T (+ the token adapter's
+    output bias). The embedding stays owned by the input adapter (one parameter tensor, saved once)."""
+
+    def __init__(self, config: Optional[TokenLogitsConfig], input_adapter: nn.Module):
+        super().__init__()
+        token_adapter = input_adapter.adapter if isinstance(input_adapter, TokenInputAdapter) else input_adapter
+        if not isinstance(token_adapter, TokenAdapter):
+            raise ValueError(
+                f"token-logits needs a token input adapter to tie to, got {type(input_adapter).__name__}"
+            )
+        object.__setattr__(self, "_token_adapter", token_adapter)  # a reference, not a submodule
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self._token_adapter.logits(hidden)
+
+
+@dataclass
+class ClassLogitsConfig:
+    """Options of the ``class-logits`` adapter; both are set by the task."""
+
+    num_channels: int = 0
+    num_classes: int = 0
+
+    def __post_init__(self):
+        from perceiver.tasks.base import ConfigError
+
+        if self.num_channels < 1 or self.num_classes < 2:
+            raise ConfigError(
+                f"class-logits needs num_channels >= 1 and num_classes >= 2, got {self.num_channels}, {self.num_classes}"
+            )
+
+
+class ClassLogitsAdapter(OutputAdapter):
+    """``forward(hidden (B, Q, E)) -> logits (B, num_classes)`` from the first output query (a classification
+    decoder has one)."""
+
+    def __init__(self, config: ClassLogitsConfig, input_adapter: Optional[nn.Module] = None):
+        super().__init__()
+        self.config = config
+        self.linear = nn.Linear(config.num_channels, config.num_classes)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.linear(hidden[:, 0])
+
+
+__all__ = ["ClassLogitsAdapter", "ClassLogitsConfig", "TiedTokenLogitsAdapter", "TokenLogitsConfig"]

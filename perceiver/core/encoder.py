@@ -1,0 +1,181 @@
+"""Perceiver encoder: a trainable latent array cross-attends to an adapted input, then self-attends.
+
+Shapes: B batch, N input positions, C input channels, M latents, D latent channels.
+
+Layout (the original Perceiver's repeated cross-attention; Perceiver IO is the special case of one cross-attention
+layer)::
+
+    latents = trainable (M, D)
+    for i in range(num_self_attention_blocks):
+        if i < num_cross_attention_layers:
+            latents = cross_attention[i](latents, input)      # latents (B, M, D) attend to input (B, N, C)
+        latents = self_attention_block[i](latents)            # num_self_attention_layers_per_block layers
+
+Weight sharing is explicit. Cross-attention layers 2..n always share one set of weights; the first layer has its own
+weights unless ``first_cross_attention_layer_shared`` (then all layers use one set). Self-attention blocks work the
+same way with ``first_self_attention_block_shared``. Shared layers are the same module object, so they hold one
+parameter tensor each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from torch import Tensor, nn
+
+from perceiver.core.decoder import TrainableQueryProvider, init_weights
+from perceiver.core.layers import CrossAttentionLayer, SelfAttentionBlock, set_activation_checkpointing
+
+
+@dataclass
+class PerceiverEncoderConfig:
+    """Sizes of a :class:`PerceiverEncoder`. ``None`` channel counts default to the query channels of the layer
+    (the latent channels D); value channels default to the qk channels."""
+
+    num_input_channels: int
+    num_latents: int = 256
+    num_latent_channels: int = 512
+    num_cross_attention_heads: int = 8
+    num_cross_attention_qk_channels: Optional[int] = None
+    num_cross_attention_v_channels: Optional[int] = None
+    num_cross_attention_layers: int = 1
+    first_cross_attention_layer_shared: bool = False
+    cross_attention_widening_factor: int = 1
+    cross_attention_residual: bool = True
+    num_self_attention_heads: int = 8
+    num_self_attention_qk_channels: Optional[int] = None
+    num_self_attention_v_channels: Optional[int] = None
+    num_self_attention_layers_per_block: int = 6
+    num_self_attention_blocks: int = 1
+    first_self_attention_block_shared: bool = True
+    self_attention_widening_factor: int = 1
+    attention_dropout: float = 0.0
+    residual_dropout: float = 0.0
+    init_scale: float = 0.02
+    activation_checkpointing: bool = False
+
+    def validate(self) -> None:
+        for name in ("num_input_channels", "num_latents", "num_latent_channels", "num_cross_attention_heads",
+                     "num_self_attention_heads", "num_cross_attention_layers", "num_self_attention_blocks",
+                     "cross_attention_widening_factor", "self_attention_widening_factor"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_self_attention_layers_per_block < 0:
+            raise ValueError("num_self_attention_layers_per_block must be >= 0")
+        if self.num_cross_attention_layers > self.num_self_attention_blocks:
+            raise ValueError(
+                f"num_cross_attention_layers ({self.num_cross_attention_layers}) must not exceed "
+                f"num_self_attention_blocks ({self.num_self_attention_blocks}): each cross-attention precedes a block"
+            )
+        ca_qk = self.num_cross_attention_qk_channels or self.num_latent_channels
+        ca_v = self.num_cross_attention_v_channels or ca_qk
+        sa_qk = self.num_self_attention_qk_channels or self.num_latent_channels
+        sa_v = self.num_self_attention_v_channels or sa_qk
+        for what, channels, heads in (
+            ("cross-attention qk", ca_qk, self.num_cross_attention_heads),
+            ("cross-attention v", ca_v, self.num_cross_attention_heads),
+            ("self-attention qk", sa_qk, self.num_self_attention_heads),
+            ("self-attention v", sa_v, self.num_self_attention_heads),
+        ):
+            if channels % heads:
+                raise ValueError(f"{what} channels ({channels}) must be divisible by the number of heads ({heads})")
+        for name in ("attention_dropout", "residual_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+class PerceiverEncoder(nn.Module):
+    """``forward(x (B, N, C), pad_mask (B, N) True at padding) -> latents (B, M, D)``.
+
+    Padding positions are never attended to, so the output does not depend on what they hold.
+    """
+
+    def __init__(self, config: PerceiverEncoderConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.latent_provider = TrainableQueryProvider(config.num_latents, config.num_latent_channels, config.init_scale)
+        self.cross_attention_1 = self._cross_attention_layer()
+        self.cross_attention_n = None
+        if config.num_cross_attention_layers > 1 and not config.first_cross_attention_layer_shared:
+            self.cross_attention_n = self._cross_attention_layer()
+        self.self_attention_1 = self._self_attention_block()
+        self.self_attention_n = None
+        if config.num_self_attention_blocks > 1 and not config.first_self_attention_block_shared:
+            self.self_attention_n = self._self_attention_block()
+        init_weights(self, config.init_scale)
+        set_activation_checkpointing(self, config.activation_checkpointing)
+
+    def _cross_attention_layer(self) -> CrossAttentionLayer:
+        c = self.config
+        return CrossAttentionLayer(
+            num_heads=c.num_cross_attention_heads,
+            num_q_channels=c.num_latent_channels,
+            num_kv_channels=c.num_input_channels,
+            num_qk_channels=c.num_cross_attention_qk_channels,
+            num_v_channels=c.num_cross_attention_v_channels,
+            widening_factor=c.cross_attention_widening_factor,
+            attention_dropout=c.attention_dropout,
+            residual_dropout=c.residual_dropout,
+            attention_residual=c.cross_attention_residual,
+        )
+
+    def _self_attention_block(self) -> SelfAttentionBlock:
+        c = self.config
+        return SelfAttentionBlock(
+            c.num_self_attention_layers_per_block,
+            num_heads=c.num_self_attention_heads,
+            num_channels=c.num_latent_channels,
+            num_qk_channels=c.num_self_attention_qk_channels,
+            num_v_channels=c.num_self_attention_v_channels,
+            widening_factor=c.self_attention_widening_factor,
+            attention_dropout=c.attention_dropout,
+            residual_dropout=c.residual_dropout,
+        )
+
+    def cross_attention(self, index: int) -> CrossAttentionLayer:
+        """The cross-attention layer applied before self-attention block ``index``."""
+        if index > 0 and self.cross_attention_n is not None:
+            return self.cross_attention_n
+        return self.cross_attention_1
+
+    def self_attention(self, index: int) -> SelfAttentionBlock:
+        """Self-attention block ``index``."""
+        if index > 0 and self.self_attention_n is not None:
+            return self.self_attention_n
+        return self.self_attention_1
+
+    def forward(self, x: Tensor, pad_mask: Optional[Tensor] = None) -> Tensor:
+        """
+        :param x: adapted input (B, N, C)
+        :param pad_mask: (B, N), True at padding positions
+        :return: latents (B, M, D)
+        """
+        if x.dim() != 3 or x.shape[2] != self.config.num_input_channels:
+            raise ValueError(
+                f"encoder input must have shape (batch, positions, {self.config.num_input_channels}), got {tuple(x.shape)}"
+            )
+        mask = key_mask(pad_mask)
+        latents = self.latent_provider()  # (1, M, D): normalised and projected once, broadcast over the batch
+        for i in range(self.config.num_self_attention_blocks):
+            if i < self.config.num_cross_attention_layers:
+                latents = self.cross_attention(i)(latents, x, mask)  # (B, M, D)
+            latents = self.self_attention(i)(latents)
+        return latents.expand(x.shape[0], -1, -1) if latents.shape[0] != x.shape[0] else latents
+
+
+def key_mask(pad_mask: Optional[Tensor]) -> Optional[Tensor]:
+    """Cross-attention mask (B, 1, 1, N), True = may attend, from a key pad mask (B, N) (True = padding).
+
+    Returns None when nothing is padded. A row that is all padding attends to all its positions (its output is
+    meaningless but finite) instead of producing NaN.
+    """
+    if pad_mask is None or not pad_mask.any():
+        return None
+    keep = ~pad_mask
+    keep = keep | ~keep.any(dim=1, keepdim=True)
+    return keep[:, None, None, :]
+
+
+__all__ = ["PerceiverEncoder", "PerceiverEncoderConfig", "key_mask"]

@@ -1,0 +1,150 @@
+"""What the Perceiver IO tasks (``mlm``, ``clf``) share: encoder/decoder options and how adapters are built by name."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from torch import nn
+
+from perceiver import registry
+from perceiver.adapters.base import InputAdapter, TokenAdapter, TokenInputAdapter
+from perceiver.core.decoder import PerceiverDecoder, PerceiverDecoderConfig, QueryProvider
+from perceiver.core.encoder import PerceiverEncoder, PerceiverEncoderConfig
+from perceiver.tasks.base import ConfigError
+
+ENCODER_FIELDS = (
+    "num_latents",
+    "num_latent_channels",
+    "num_cross_attention_heads",
+    "num_cross_attention_qk_channels",
+    "num_cross_attention_v_channels",
+    "num_cross_attention_layers",
+    "first_cross_attention_layer_shared",
+    "cross_attention_widening_factor",
+    "num_self_attention_heads",
+    "num_self_attention_qk_channels",
+    "num_self_attention_v_channels",
+    "num_self_attention_layers_per_block",
+    "num_self_attention_blocks",
+    "first_self_attention_block_shared",
+    "self_attention_widening_factor",
+)
+"""Options that define the encoder's weights (an encoder can be reused by a model with the same values)."""
+
+
+@dataclass
+class PerceiverIOOptions:
+    """Encoder and decoder options of the Perceiver IO tasks. ``None`` qk channels mean "the query channels of the
+    layer"; ``None`` v channels mean "the qk channels"."""
+
+    num_latents: int = 256
+    """Size M of the latent array."""
+    num_latent_channels: int = 512
+    """Channels D of each latent."""
+    num_cross_attention_heads: int = 8
+    num_cross_attention_qk_channels: Optional[int] = None
+    num_cross_attention_v_channels: Optional[int] = None
+    num_cross_attention_layers: int = 1
+    """Cross-attention layers to the input (> 1: the original Perceiver's repeated cross-attention)."""
+    first_cross_attention_layer_shared: bool = False
+    """The first cross-attention layer shares the weights of the later ones."""
+    cross_attention_widening_factor: int = 1
+    num_self_attention_heads: int = 8
+    num_self_attention_qk_channels: Optional[int] = None
+    num_self_attention_v_channels: Optional[int] = None
+    num_self_attention_layers_per_block: int = 6
+    num_self_attention_blocks: int = 1
+    """Self-attention blocks; cross-attention layer i runs before block i."""
+    first_self_attention_block_shared: bool = True
+    """The first self-attention block shares the weights of the later ones."""
+    self_attention_widening_factor: int = 1
+    num_decoder_heads: int = 8
+    num_decoder_qk_channels: Optional[int] = None
+    num_decoder_v_channels: Optional[int] = None
+    decoder_widening_factor: int = 1
+    attention_dropout: float = 0.1
+    """Dropout on the attention probabilities."""
+    residual_dropout: float = 0.0
+    """Dropout on attention and MLP outputs before they join the residual stream."""
+    init_scale: float = 0.02
+    """Standard deviation of the normal weight initialisation."""
+    activation_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass (less memory, slower)."""
+    adapter: str = "text-bytes"
+    """Registered input adapter (text-bytes for token ids, image for pixels)."""
+    adapter_options: Dict[str, Any] = field(default_factory=dict)
+
+    def validate_io(self) -> None:
+        """Check the encoder/decoder options (called from the task configs' ``__post_init__``)."""
+        try:
+            self.encoder_config(num_input_channels=1).validate()
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        if self.num_decoder_heads < 1 or self.decoder_widening_factor < 1:
+            raise ConfigError("num_decoder_heads and decoder_widening_factor must be >= 1")
+
+    def encoder_config(self, num_input_channels: int) -> PerceiverEncoderConfig:
+        return PerceiverEncoderConfig(
+            num_input_channels=num_input_channels,
+            **{name: getattr(self, name) for name in ENCODER_FIELDS},
+            attention_dropout=self.attention_dropout,
+            residual_dropout=self.residual_dropout,
+            init_scale=self.init_scale,
+            activation_checkpointing=self.activation_checkpointing,
+        )
+
+    def decoder_config(self, num_query_channels: int, query_residual: bool) -> PerceiverDecoderConfig:
+        return PerceiverDecoderConfig(
+            num_latent_channels=self.num_latent_channels,
+            num_query_channels=num_query_channels,
+            num_heads=self.num_decoder_heads,
+            num_qk_channels=self.num_decoder_qk_channels,
+            num_v_channels=self.num_decoder_v_channels,
+            widening_factor=self.decoder_widening_factor,
+            query_residual=query_residual,
+            attention_dropout=self.attention_dropout,
+            residual_dropout=self.residual_dropout,
+            init_scale=self.init_scale,
+            activation_checkpointing=self.activation_checkpointing,
+        )
+
+
+def create_adapter(name: str, options: Dict[str, Any], *args: Any, **shared: Any) -> nn.Module:
+    """Build the registered adapter ``name``: ``factory(config, *args)``.
+
+    ``shared`` are values the task sets (e.g. ``vocab_size``, ``image_shape``); each is used only if the adapter's
+    config has that field. ``options`` are the user's adapter options; unknown ones are an error.
+    """
+    entry = registry.get("adapter", name)
+    config_class = entry.config_class()
+    known = {f.name for f in dataclasses.fields(config_class)} if config_class is not None else set()
+    values = {key: value for key, value in shared.items() if key in known}
+    values.update(options)
+    config = entry.build_config(**values)
+    factory = entry.load()
+    return factory(config, *args) if config is not None else factory(*args)
+
+
+def create_input_adapter(name: str, options: Dict[str, Any], **shared: Any) -> InputAdapter:
+    """A registered input adapter as a Perceiver IO input adapter (token adapters are wrapped)."""
+    entry = registry.get("adapter", name)
+    if entry.metadata.get("side") == "output":
+        raise ConfigError(f"adapter {name!r} is an output adapter, not an input adapter")
+    adapter = create_adapter(name, options, **shared)
+    if isinstance(adapter, TokenAdapter):
+        return TokenInputAdapter(adapter)
+    if not isinstance(adapter, InputAdapter):
+        raise ConfigError(f"adapter {name!r} is neither a token adapter nor a Perceiver IO input adapter")
+    return adapter
+
+
+def build_encoder_decoder(options: PerceiverIOOptions, input_adapter: InputAdapter, query_provider: QueryProvider,
+                          query_residual: bool):
+    encoder = PerceiverEncoder(options.encoder_config(input_adapter.num_input_channels))
+    decoder = PerceiverDecoder(options.decoder_config(query_provider.num_query_channels, query_residual), query_provider)
+    return encoder, decoder
+
+
+__all__ = ["ENCODER_FIELDS", "PerceiverIOOptions", "build_encoder_decoder", "create_adapter", "create_input_adapter"]
