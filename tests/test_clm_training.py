@@ -112,3 +112,19 @@ def test_loading_reports_missing_corrupt_and_mismatched_models(tmp_path):
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelLoadError, match="cannot read checkpoint"):
         load_model(tmp_path / "bad.ckpt")
+
+
+def test_checkpoint_write_that_fails_midway_leaves_the_previous_checkpoint(tmp_path):
+    from perceiver.training.lightning import AtomicCheckpointIO
+
+    class Unsavable:
+        def __reduce__(self):
+            raise RuntimeError("killed mid-write")
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+    with pytest.raises(RuntimeError, match="mid-write"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "bad": Unsavable()}, path)
+    assert torch.equal(io.load_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
