@@ -28,6 +28,7 @@ def create_app(argv: Optional[List[str]] = None) -> typer.Typer:
     """Build the Typer app: built-in commands, ``train <task>`` for every registered task, plugin commands."""
     from perceiver import plugins
     from perceiver.commands import evaluate, generate, inspect, train
+    from perceiver.commands import convert, fill_mask, predict
 
     app = typer.Typer(
         name="perceiver",
@@ -51,7 +52,10 @@ def create_app(argv: Optional[List[str]] = None) -> typer.Typer:
     inspect.register(app)
     generate.register(app)
     evaluate.register(app)
-    train.register(app, build_tasks="train" in (argv or []))
+    fill_mask.register(app)
+    predict.register(app)
+    convert.register(app)
+    train.register(app, build_tasks="train" in (argv or []), argv=argv)
     plugins.register_commands(app)
     return app
 

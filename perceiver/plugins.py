@@ -13,6 +13,7 @@ hook implementation that matches no hook is unregistered and reported as an erro
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import sys
@@ -82,11 +83,19 @@ def _unknown_hooks(plugin: Any) -> List[str]:
 def add_plugin(plugin: Any, name: str, package: str, version: str = "") -> Optional[PluginInfo]:
     """Register one plugin object (a module or instance) under ``name``; return None if it was rejected."""
     unknown = _unknown_hooks(plugin)
+    error = None
     if unknown:
-        info = PluginInfo(name, package, version, error=f"unknown hook(s) {', '.join(unknown)}")
-        _plugins[name] = info
+        hooks = [h for h in vars(pm.hook) if not h.startswith("_")]
+        hints = {h: difflib.get_close_matches(h, hooks, n=1) for h in unknown}
+        error = "unknown hook(s) " + ", ".join(f"{h} (did you mean {c[0]}?)" if c else h for h, c in hints.items())
+    else:
+        try:
+            pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as validation_error:  # e.g. a misspelt hook argument
+            error = " ".join(str(validation_error).split())
+    if error:
+        _plugins[name] = PluginInfo(name, package, version, error=error)
         return None
-    pm.register(plugin, name=name)
     hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
     info = PluginInfo(name, package, version, hooks)
     _plugins[name] = info
@@ -158,17 +167,51 @@ def load_plugins(registry: "Registry") -> None:
     call_register_hooks(registry, names)
     if rejected:
         details = "; ".join(f"{_plugins[n].package!r}: {_plugins[n].error}" for n in rejected)
-        raise PluginError(f"plugin hook implementation matches no hook spec ({details})")
+        raise PluginError(
+            f"plugin hook implementation matches no hook spec ({details}); skip plugins with --no-plugins"
+        )
 
 
 def register_commands(app: Any) -> None:
-    """Let every loaded plugin add CLI commands (after :func:`load_plugins`)."""
+    """Load the plugins (once) and let each add CLI commands."""
+    from perceiver.registry import REGISTRY
+
+    load_plugins(REGISTRY)
     for impl in pm.hook.register_commands.get_hookimpls():
+        info = _plugins.get(impl.plugin_name)
+        package = info.package if info else impl.plugin_name
+        taken = _command_names(app.registered_commands) | _command_names(app.registered_groups)
+        known = len(app.registered_commands), len(app.registered_groups)
         try:
             impl.function(app=app)
         except Exception as error:
-            info = _plugins.get(impl.plugin_name)
-            _warn(f"plugin {info.package if info else impl.plugin_name!r} failed in register_commands: {error}")
+            _warn(f"plugin {package!r} failed in register_commands: {type(error).__name__}: {error}")
+        for registered, start in zip((app.registered_commands, app.registered_groups), known):
+            for added in list(registered[start:]):  # a plugin must not replace an existing command
+                name = next(iter(_command_names([added])))
+                if name in taken:
+                    registered.remove(added)
+                    _warn(f"plugin {package!r} failed in register_commands: command {name!r} already exists")
+                taken.add(name)
+
+
+def _command_names(infos: Any) -> set:
+    """CLI names of Typer command or group infos (explicit name, else derived from the function name)."""
+
+    def plain(value: Any) -> Any:
+        return getattr(value, "value", value)  # unwrap Typer's DefaultPlaceholder
+
+    names = set()
+    for info in infos:
+        name = plain(info.name)
+        instance = getattr(info, "typer_instance", None)
+        if name is None and instance is not None:
+            name = plain(instance.info.name)
+        callback = plain(getattr(info, "callback", None))
+        if name is None and callback is not None:
+            name = callback.__name__.lower().replace("_", "-")
+        names.add(name)
+    return names
 
 
 def list_plugins() -> List[PluginInfo]:
@@ -176,8 +219,13 @@ def list_plugins() -> List[PluginInfo]:
 
 
 def _reset_for_tests() -> None:  # pragma: no cover - used by tests only
+    """Forget every plugin and every registered component: the next registry query loads them again."""
     global _loaded
-    for name in list(_plugins):
-        remove_plugin(name)
+    from perceiver.registry import REGISTRY
+
+    for name, plugin in pm.list_name_plugin():
+        pm.unregister(plugin, name=name)
+    _plugins.clear()
     _loaded = False
     sys.modules.pop(BUILTIN, None)
+    REGISTRY.reset()

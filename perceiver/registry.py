@@ -123,6 +123,11 @@ class Registry:
     def unregister(self, kind: str, name: str) -> None:
         self._table(kind).pop(name, None)
 
+    def reset(self) -> None:
+        """Forget every entry; the next query runs the first-use callback (plugin loading) again."""
+        self._entries = {kind: {} for kind in KINDS}
+        self._ready = self._on_first_use is None
+
     def get(self, kind: str, name: str) -> Entry:
         """The entry called ``name``; an unknown name is an error listing close matches."""
         self._ensure_ready()
@@ -144,7 +149,7 @@ class Registry:
         table = self._table(kind)
         return [table[name] for name in sorted(table) if fnmatch.fnmatch(name, pattern)]
 
-    def create(self, kind: str, name: str, **overrides: Any) -> Any:
+    def create(self, kind: str, name: str, /, **overrides: Any) -> Any:
         """Build a component: ``factory(config)`` with the config's defaults replaced by non-None overrides."""
         entry = self.get(kind, name)
         config = entry.build_config(**overrides)

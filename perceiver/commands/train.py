@@ -104,7 +104,10 @@ def run_training(
 
     from perceiver.training.plan import plan_training
 
-    console = Console(stderr=True, highlight=False)
+    from perceiver.training.fit import launched_as_rank_zero
+
+    # the other processes of a distributed run execute this command too; only rank 0 reports
+    console = Console(stderr=True, highlight=False, quiet=not launched_as_rank_zero())
     plan = plan_training(task, data, adapter, preset, config_file, options, list(sets or []), resume)
     console.print(
         f"[bold]train {plan.task}[/] on [bold]{plan.dataset}[/] with adapter [bold]{plan.adapter}[/] "
@@ -113,12 +116,25 @@ def run_training(
     from perceiver.training.fit import fit
 
     result = fit(plan)
+    console.quiet = not result.get("is_global_zero", True)
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result["metrics"].items()) if k.startswith("val_"))
     console.print(f"[green]done[/] at step {result['step']}: {metrics or 'no validation run'}")
     console.print(f"model exported to [bold]{result['model_dir']}[/]")
 
 
-def register(app: typer.Typer, build_tasks: bool = True) -> None:
+def _summary_command(description: str) -> Callable[..., None]:
+    """Stands in for a task's command in ``perceiver train --help`` without importing the task's config class."""
+
+    def summary() -> None:
+        pass
+
+    summary.__doc__ = description
+    return summary
+
+
+def register(app: typer.Typer, build_tasks: bool = True, argv: Optional[List[str]] = None) -> None:
+    """Add ``perceiver train <task>``; with ``argv``, only the task named in it gets its full command (the others
+    are listed by description), so that one task's imports never slow down or break another's."""
     train_app = typer.Typer(
         help="Train a model: [bold]perceiver train <task> --data <dataset>[/] (tasks: `perceiver list tasks`).",
         no_args_is_help=True,
@@ -132,6 +148,10 @@ def register(app: typer.Typer, build_tasks: bool = True) -> None:
     if build_tasks:
         from perceiver import registry
 
+        named = [a for a in argv or [] if registry.contains("task", a)]
         for entry in registry.list("task"):
-            train_app.command(entry.name, help=None, no_args_is_help=False)(make_train_command(entry.name))
+            if argv is None or entry.name in named:
+                train_app.command(entry.name, help=None, no_args_is_help=False)(make_train_command(entry.name))
+            else:
+                train_app.command(entry.name)(_summary_command(entry.description))
     app.add_typer(train_app, name="train", rich_help_panel="Train")
