@@ -90,6 +90,13 @@ def make_train_command(task: str) -> Callable[..., None]:
     return train
 
 
+def _launched_as_rank_zero() -> bool:
+    """False in the extra processes of a distributed run (started by Lightning, torchrun or SLURM)."""
+    import os
+
+    return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
 def run_training(
     task: str,
     data: Optional[str] = None,
@@ -104,10 +111,8 @@ def run_training(
 
     from perceiver.training.plan import plan_training
 
-    from perceiver.training.fit import launched_as_rank_zero
-
     # the other processes of a distributed run execute this command too; only rank 0 reports
-    console = Console(stderr=True, highlight=False, quiet=not launched_as_rank_zero())
+    console = Console(stderr=True, highlight=False, quiet=not _launched_as_rank_zero())
     plan = plan_training(task, data, adapter, preset, config_file, options, list(sets or []), resume)
     console.print(
         f"[bold]train {plan.task}[/] on [bold]{plan.dataset}[/] with adapter [bold]{plan.adapter}[/] "

@@ -96,7 +96,9 @@ class RandomWindowDataset(Dataset):
     With probability ``truncation_prob`` a window is cut to a random length in ``[min_seq_len, max_seq_len]`` (it is
     then left-padded by :func:`collate_windows`), so the model also learns to predict from short contexts. Item
     ``i`` of epoch ``e`` is a pure function of ``(seed, e, i)``: reproducible, and distinct across ranks, which
-    receive distinct indices from the distributed sampler.
+    receive distinct indices from the distributed sampler. Indices past ``len(self)`` continue into later epochs
+    (index ``e * len + i`` is item ``i`` of epoch ``e``), which is how
+    :class:`~perceiver.data.distributed.FreshItemSampler` passes the epoch to data loader workers.
     """
 
     def __init__(
@@ -125,7 +127,8 @@ class RandomWindowDataset(Dataset):
         return self.num_samples
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        epoch, index = divmod(index, self.num_samples)
+        rng = np.random.default_rng([self.seed, self.epoch + epoch, index])
         window_len = min(self.max_seq_len + 1, len(self.data))
         start = int(rng.integers(0, len(self.data) - window_len + 1))
         length = window_len

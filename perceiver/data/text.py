@@ -25,6 +25,7 @@ from perceiver.data.corpus import (
     open_split,
     prepare_corpus,
 )
+from perceiver.data.distributed import evaluation_loader, training_loader
 from perceiver.data.tokenizer import VOCAB_SIZE
 
 
@@ -108,23 +109,15 @@ class ByteCorpusDataModule(pl.LightningDataModule):
         )
         self.val_set = FixedWindowDataset(open_split(self.corpus_dir, "val"), cfg.max_seq_len)
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.config.batch_size,
-            shuffle=shuffle,
-            collate_fn=collate_windows,
-            num_workers=self.config.num_workers,
-            persistent_workers=self.config.num_workers > 0,
-        )
-
     def train_dataloader(self) -> DataLoader:
+        """Fresh random windows; each rank of a distributed run reads different ones (:mod:`.distributed`)."""
         self.setup()
-        return self._loader(self.train_set, shuffle=True)
+        return training_loader(self.train_set, self.config.batch_size, collate_windows, self.config.num_workers)
 
     def val_dataloader(self) -> DataLoader:
+        """Every validation window once, split evenly between the ranks of a distributed run."""
         self.setup()
-        return self._loader(self.val_set, shuffle=False)
+        return evaluation_loader(self.val_set, self.config.batch_size, collate_windows, self.config.num_workers)
 
 
 def _held_out(index: int, val_fraction: float) -> bool:

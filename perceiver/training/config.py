@@ -41,12 +41,20 @@ class TrainerConfig:
     limit_val_batches: int = 50
     """Validation batches per validation run (0 = all)."""
     accumulate_grad_batches: int = 1
+    """Sum the gradients of this many batches per optimizer step (global batch: batch_size x devices x nodes x this)."""
     gradient_clip: Optional[float] = 1.0
     accelerator: str = "auto"
+    """auto, cpu, gpu (cuda) or another Lightning accelerator."""
     devices: str = "auto"
+    """Devices (processes) per machine: a number, auto (all GPUs, else 1 CPU process) or GPU ids like 0,1."""
     num_nodes: int = 1
+    """Machines in the run (see docs/distributed.md for torchrun and SLURM)."""
     strategy: str = "auto"
-    precision: str = "32-true"
+    """auto (DDP for several devices), ddp, or fsdp (shards parameters, gradients and optimizer state; CUDA only)."""
+    precision: str = "32"
+    """32, bf16-mixed (CPU or recent GPUs) or 16-mixed (CUDA, with loss scaling)."""
+    distributed_timeout: int = 1800
+    """Seconds a process waits for the others (start-up, collectives) before it gives up."""
     seed: int = 0
     log_every_n_steps: int = 10
     logger: str = "csv"
@@ -64,3 +72,27 @@ class TrainerConfig:
             raise ValueError(f"accumulate_grad_batches must be >= 1, got {self.accumulate_grad_batches}")
         if self.logger not in ("csv", "tensorboard"):
             raise ValueError(f"logger must be csv or tensorboard, got {self.logger!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if str(self.precision) not in PRECISIONS:
+            raise ValueError(f"precision must be 32, bf16-mixed or 16-mixed, got {self.precision!r}")
+        self.precision = str(self.precision)
+        self.devices = str(self.devices).strip()
+        if not _valid_devices(self.devices):
+            raise ValueError(f"devices must be a number, auto, -1 (all) or GPU ids like 0,1; got {self.devices!r}")
+        if self.num_nodes < 1:
+            raise ValueError(f"num_nodes must be >= 1, got {self.num_nodes}")
+        if self.distributed_timeout < 1:
+            raise ValueError(f"distributed_timeout must be >= 1 second, got {self.distributed_timeout}")
+
+
+STRATEGIES = ("auto", "ddp", "fsdp")
+PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
+"""Accepted --precision values -> Lightning's names."""
+
+
+def _valid_devices(devices: str) -> bool:
+    if devices in ("auto", "-1") or (devices.isdigit() and int(devices) >= 1):
+        return True
+    ids = [part.strip() for part in devices.split(",") if part.strip()]  # "0,1" or "1," (Lightning's GPU ids)
+    return "," in devices and bool(ids) and all(part.isdigit() for part in ids)

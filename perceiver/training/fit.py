@@ -1,7 +1,12 @@
-"""Run a :class:`~perceiver.training.plan.TrainPlan` with the Lightning Trainer.
+"""Run a :class:`~perceiver.training.plan.TrainPlan` with the Lightning Trainer, on one device or many.
 
 Layout of ``output_dir``: ``checkpoints/last.ckpt`` (rewritten atomically every ``val_check_interval`` steps and at the end),
 ``logs/`` (CSV or TensorBoard) and, at the end, ``model/`` (``config.json`` + ``model.safetensors``).
+
+Scaling out is Lightning's: ``strategy`` ddp or fsdp, ``devices`` processes per machine, ``num_nodes`` machines
+(docs/distributed.md). Requests that cannot work here (more devices than exist, FSDP or 16-mixed without CUDA)
+fail before any process starts. In a distributed run only rank 0 writes checkpoints and the exported model; both
+hold full, unsharded weights, so they load on any number of devices.
 """
 
 from __future__ import annotations
@@ -10,15 +15,17 @@ import logging
 import os
 import sys
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
 
 from perceiver import registry
-from perceiver.checkpoint import save_model
-from perceiver.training.lightning import AtomicCheckpointIO
+from perceiver.checkpoint import load_model, save_model
+from perceiver.training.config import PRECISIONS, TrainerConfig
+from perceiver.training.lightning import AtomicCheckpointIO, LitTask
 from perceiver.training.plan import PlanError, TrainPlan
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -26,6 +33,10 @@ LAST_CHECKPOINT = "last.ckpt"
 
 class ResumeError(PlanError):
     """A run that cannot be resumed, or would overwrite an earlier run."""
+
+
+class DeviceError(PlanError):
+    """Devices, strategy or precision that this machine cannot provide."""
 
 
 def checkpoint_dir(output_dir) -> Path:
@@ -37,7 +48,7 @@ def _resume_path(plan: TrainPlan) -> Optional[str]:
     if plan.resume:
         if not last.exists():
             raise ResumeError(f"nothing to resume: {last} does not exist")
-        checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)  # every rank reads it
         saved = checkpoint.get("hyper_parameters", {}).get("config", {})
         current = asdict(plan.model_config)
         differ = sorted(k for k in current if k in saved and saved[k] != current[k] and k != "activation_checkpointing")
@@ -88,8 +99,112 @@ def _callbacks(plan: TrainPlan) -> List[pl.Callback]:
     return callbacks
 
 
-def build_trainer(plan: TrainPlan, **overrides: Any) -> pl.Trainer:
+class _SeedPerRank(pl.Callback):
+    """After the model is built (same weights everywhere), give every rank its own random stream, so that dropout
+    and prefix dropout differ between ranks. A one-process run keeps the stream ``seed_everything`` started."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.world_size > 1:
+            torch.manual_seed(self.seed + 1_000_003 * trainer.global_rank)
+
+
+def check_devices(cfg: TrainerConfig) -> Tuple[str, int]:
+    """The device kind (cuda, cpu, or another accelerator name) and the number of processes per machine that ``cfg``
+    asks for; raises :class:`DeviceError` with one line when this machine cannot provide them."""
+    accelerator = cfg.accelerator.lower()
+    cuda = torch.cuda.is_available()
+    if accelerator in ("gpu", "cuda") and not cuda:
+        raise DeviceError(f"--accelerator {cfg.accelerator} needs a CUDA GPU, and torch sees none")
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and cuda):
+        kind, available, unit = "cuda", torch.cuda.device_count(), "CUDA GPU(s)"
+    elif accelerator in ("cpu", "auto"):
+        kind, available, unit = "cpu", os.cpu_count() or 1, "CPU core(s), and each device is one process"
+    else:
+        return accelerator, 1  # other accelerators (mps, tpu, ...): Lightning checks them
+    devices = cfg.devices
+    if devices == "auto":
+        count = available if kind == "cuda" else 1
+    elif devices == "-1":
+        count = available
+    elif "," in devices:
+        ids = [int(part) for part in devices.split(",") if part.strip()]
+        if kind != "cuda":
+            raise DeviceError(f"--devices {devices} lists GPU ids, but the run is on {kind}: give a number of devices")
+        if max(ids) >= available:
+            raise DeviceError(f"--devices {devices} names GPU {max(ids)}, but this machine has {available} {unit}")
+        count = len(ids)
+    else:
+        count = int(devices)
+    if count > available:
+        raise DeviceError(f"--devices {devices} asks for {count} devices, but this machine has {available} {unit}")
+    _check_launcher(count, cfg.num_nodes)
+    if cfg.strategy == "fsdp" and kind != "cuda":
+        raise DeviceError(
+            "--strategy fsdp needs CUDA GPUs (Lightning's FSDP does not run on CPU); "
+            "use --strategy ddp, which runs on CPU with the gloo backend"
+        )
+    if cfg.precision == "16-mixed" and kind != "cuda":
+        raise DeviceError("--precision 16-mixed needs a CUDA GPU; on CPU use --precision bf16-mixed or 32")
+    if cfg.precision == "bf16-mixed" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DeviceError("this GPU does not support bfloat16: use --precision 16-mixed or 32")
+    return kind, count
+
+
+def _check_launcher(devices: int, num_nodes: int) -> None:
+    """Processes started by torchrun or SLURM must be the run's processes: with other numbers each would train
+    alone, all into the same output directory."""
+    env = os.environ
+    if "LOCAL_WORLD_SIZE" in env and "WORLD_SIZE" in env:
+        launcher, per_node, world = "torchrun", int(env["LOCAL_WORLD_SIZE"]), int(env["WORLD_SIZE"])
+    elif int(env.get("SLURM_NTASKS", "1") or 1) > 1 and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+        world = int(env["SLURM_NTASKS"])
+        per_node = int((env.get("SLURM_NTASKS_PER_NODE") or str(world)).split("(")[0])
+        launcher = "SLURM"
+    else:
+        return
+    if devices != per_node or devices * num_nodes != world:
+        raise DeviceError(
+            f"{launcher} started {per_node} process(es) per machine, {world} in all, but the run has --devices "
+            f"{devices} and --num-nodes {num_nodes}: pass --devices {per_node} --num-nodes {max(1, world // per_node)}"
+        )
+
+
+def build_strategy(cfg: TrainerConfig, num_devices: int, fsdp_units: Sequence[type] = LitTask.fsdp_units):
+    """Lightning's DDP or FSDP strategy with our timeout; FSDP shards every ``fsdp_units`` layer (our attention
+    layers) as one unit and gathers full weights into rank 0's checkpoints. ``auto`` is DDP for several processes."""
+    strategy = cfg.strategy
+    if strategy == "auto" and num_devices * cfg.num_nodes > 1:
+        strategy = "ddp"
+    timeout = timedelta(seconds=cfg.distributed_timeout)
+    if strategy == "ddp":
+        from pytorch_lightning.strategies import DDPStrategy
+
+        return DDPStrategy(timeout=timeout)
+    if strategy == "fsdp":
+        from pytorch_lightning.strategies import FSDPStrategy
+
+        return FSDPStrategy(
+            auto_wrap_policy=fsdp_wrap_policy(fsdp_units), state_dict_type="full", use_orig_params=True, timeout=timeout
+        )
+    return "auto"
+
+
+def fsdp_wrap_policy(units: Sequence[type] = LitTask.fsdp_units):
+    """FSDP's auto-wrap policy that makes every instance of ``units`` one FSDP unit (all-gathered one at a time)."""
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    return ModuleWrapPolicy(set(units))
+
+
+def build_trainer(
+    plan: TrainPlan, callbacks: Optional[Sequence[pl.Callback]] = None, fsdp_units: Optional[Sequence[type]] = None,
+    **overrides: Any,
+) -> pl.Trainer:
     cfg = plan.trainer_config
+    _, num_devices = check_devices(cfg)
     kwargs = dict(
         default_root_dir=cfg.output_dir,
         max_steps=cfg.max_steps,
@@ -101,11 +216,11 @@ def build_trainer(plan: TrainPlan, **overrides: Any) -> pl.Trainer:
         accelerator=cfg.accelerator,
         devices=cfg.devices if cfg.devices == "auto" else _devices(cfg.devices),
         num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
-        precision=cfg.precision,
+        strategy=build_strategy(cfg, num_devices, fsdp_units or LitTask.fsdp_units),
+        precision=PRECISIONS[cfg.precision],
         log_every_n_steps=cfg.log_every_n_steps,
         logger=_logger(plan),
-        callbacks=_callbacks(plan),
+        callbacks=_callbacks(plan) + [_SeedPerRank(cfg.seed)] + list(callbacks or []),
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=cfg.progress,
         enable_model_summary=cfg.progress,
@@ -128,10 +243,12 @@ def _quiet_lightning() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def fit(plan: TrainPlan) -> Dict[str, Any]:
-    """Train, checkpoint and export; returns final metrics and paths."""
+def fit(plan: TrainPlan, callbacks: Optional[Sequence[pl.Callback]] = None) -> Dict[str, Any]:
+    """Train, checkpoint and export; returns final metrics and paths (``is_global_zero`` is False on the other
+    ranks of a distributed run). ``callbacks``: extra Lightning callbacks."""
     _quiet_lightning()
     cfg = plan.trainer_config
+    check_devices(cfg)  # before anything slow
     resume_from = _resume_path(plan)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     task_entry = registry.get("task", plan.task)
@@ -139,13 +256,16 @@ def fit(plan: TrainPlan) -> Dict[str, Any]:
     datamodule = registry.get("dataset", plan.dataset).load()(plan.data_config)
     lit = lit_class(plan.model_config, plan.optimizer_config)
     if cfg.compile:
-        lit.model = torch.compile(lit.model)
-    trainer = build_trainer(plan)
+        lit.model.compile()  # in place: parameter names, and so checkpoints, stay those of the eager model
+    trainer = build_trainer(plan, callbacks=callbacks, fsdp_units=getattr(lit_class, "fsdp_units", None))
     trainer.fit(lit, datamodule=datamodule, ckpt_path=resume_from)
-    trainer.save_checkpoint(checkpoint_dir(cfg.output_dir) / LAST_CHECKPOINT, weights_only=False)
-    model = getattr(lit.model, "_orig_mod", lit.model)
+    last = checkpoint_dir(cfg.output_dir) / LAST_CHECKPOINT
+    trainer.save_checkpoint(last, weights_only=False)  # every rank takes part (FSDP gathers); rank 0 writes
     export_dir = Path(cfg.output_dir) / "model"
-    if trainer.is_global_zero:
-        save_model(model, export_dir, task=plan.task)
+    if trainer.is_global_zero:  # from the checkpoint: full weights even when the live model is sharded
+        save_model(load_model(last), export_dir, task=plan.task)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-    return {"metrics": metrics, "model_dir": str(export_dir), "step": trainer.global_step}
+    return {
+        "metrics": metrics, "model_dir": str(export_dir), "step": trainer.global_step,
+        "is_global_zero": trainer.is_global_zero,
+    }

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import asdict, is_dataclass
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from perceiver.core.layers import CrossAttentionLayer, SelfAttentionLayer
 from perceiver.training.config import OptimizerConfig
 from perceiver.training.schedules import ConstantWithWarmupLR, CosineWithWarmupLR
 
@@ -31,6 +33,8 @@ class LitTask(pl.LightningModule):
     throughput_unit: str = "items/s"
     config_class: type = type(None)
     model_class: type = type(None)
+    fsdp_units: Tuple[type, ...] = (CrossAttentionLayer, SelfAttentionLayer)
+    """Layer classes that ``--strategy fsdp`` shards as one unit each."""
 
     def __init__(self, config: Union[Dict[str, Any], Any], optimizer: Union[Dict[str, Any], OptimizerConfig, None] = None):
         super().__init__()
@@ -44,6 +48,8 @@ class LitTask(pl.LightningModule):
         self.optimizer_config = optimizer
         self.model = self.model_class(config)
         self._last_step_time: Optional[float] = None
+        # FSDP flattens parameters before configure_optimizers runs: remember which ones are matrices
+        self._param_dims = {name: p.dim() for name, p in self.named_parameters()}
 
     @classmethod
     def create(cls, config: Any, optimizer: Union[OptimizerConfig, Dict[str, Any], None] = None) -> "LitTask":
@@ -58,7 +64,7 @@ class LitTask(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         out = self.step(batch)
-        self.log("train_loss", out["loss"], prog_bar=True)
+        self.log("train_loss", out["loss"], prog_bar=True, sync_dist=True)  # mean over ranks, not rank 0's own
         now = time.perf_counter()
         if self._last_step_time is not None:
             count = out["count"].item() * self.trainer.world_size
@@ -66,11 +72,32 @@ class LitTask(pl.LightningModule):
         self._last_step_time = now
         return out["loss"]
 
+    def on_validation_epoch_start(self):
+        self._val_totals: Dict[str, torch.Tensor] = {}
+        if self.trainer.world_size > 1 and not getattr(self, "_val_sampler_checked", False):
+            self._val_sampler_checked = True
+            _warn_if_padded(self.trainer.val_dataloaders)
+
     def validation_step(self, batch, batch_idx):
         out = self.step(batch)
+        count = torch.as_tensor(out.pop("count"), device=self.device).detach().float()
         for key, value in out.items():
-            if key != "count":
-                self.log(f"val_{key}", value, prog_bar=key == "loss", sync_dist=True)
+            total = self._val_totals.get(key, 0.0)
+            self._val_totals[key] = total + torch.as_tensor(value, device=self.device).detach().float() * count
+        self._val_totals["count"] = self._val_totals.get("count", 0.0) + count
+
+    def on_validation_epoch_end(self):
+        """Log ``val_<key>`` = sum(value * count) / sum(count) over every batch of every rank: the same numbers as
+        ``perceiver eval`` on the same data, on any number of devices."""
+        totals = getattr(self, "_val_totals", {})
+        if "count" not in totals:
+            return
+        keys = sorted(k for k in totals if k != "count") + ["count"]
+        summed = self.trainer.strategy.reduce(torch.stack([totals[k] for k in keys]), reduce_op="sum")
+        for key, value in zip(keys[:-1], summed[:-1]):
+            # already global; sync_dist only averages equal values (and tells Lightning the value is global)
+            self.log(f"val_{key}", value / summed[-1].clamp(min=1), prog_bar=key == "loss", sync_dist=True)
+        self._val_totals = {}
 
     def on_validation_end(self):
         self._last_step_time = None  # do not count validation time as training throughput
@@ -80,8 +107,10 @@ class LitTask(pl.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.optimizer_config
-        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (decay if self._param_dims.get(_unwrapped_name(name), p.dim()) >= 2 else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         if cfg.optimizer == "adam":
@@ -103,6 +132,26 @@ class LitTask(pl.LightningModule):
         else:
             scheduler = ConstantWithWarmupLR(optimizer, cfg.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+
+def _warn_if_padded(loaders) -> None:
+    """Lightning's DistributedSampler repeats items so that every rank gets as many: say so (on rank 0)."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+        sampler = getattr(loader, "sampler", None) if isinstance(loader, DataLoader) else None
+        if type(sampler) is DistributedSampler and sampler.total_size > len(sampler.dataset) and sampler.rank == 0:
+            warnings.warn(
+                f"validation counts {sampler.total_size - len(sampler.dataset)} item(s) twice to give every rank the "
+                "same number; build the val loader with perceiver.data.distributed.evaluation_loader for exact metrics"
+            )
+
+
+def _unwrapped_name(name: str) -> str:
+    """A parameter's name without the wrapper modules that FSDP and torch.compile insert."""
+    for wrapper in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod."):
+        name = name.replace(wrapper, "")
+    return name
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
