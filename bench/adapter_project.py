@@ -16,10 +16,8 @@ Workloads and variants
                  "cache":      ``use_cache=True`` (the project's preallocated key/value cache), fp32.
                  "nocache":    ``use_cache=False`` (full recompute for every token), fp32.
                  "cache-bf16": ``use_cache=True`` under CPU bf16 autocast (extra row).
-  mlm (W4)       Not supported yet: ``variants("mlm")`` returns ``[]`` because the project has no Perceiver IO
-                 masked LM task so far. Once it exists, W4 support only needs ``build_mlm(spec, variant)``
-                 (model in train mode, built from the ``MlmSpec`` sizes) and ``mlm_logits(model, x) -> (b, n,
-                 vocab)`` here, plus its variant names in ``_VARIANTS["mlm"]``.
+  mlm (W4)       ``perceiver.tasks.mlm.MaskedLanguageModel`` with the workload's sizes (the task's defaults are the
+                 W4 sizes), logits of all positions, ``pad_mask=None``. "default": fp32.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ NAME = "project"
 _VARIANTS = {
     "clm": ["default", "bf16"],
     "generate": ["cache", "nocache", "cache-bf16"],
-    "mlm": [],  # W4: see the module docstring
+    "mlm": ["default"],  # W4
 }
 
 
@@ -54,8 +52,12 @@ def versions():
         root = os.path.dirname(os.path.dirname(os.path.abspath(perceiver.__file__)))
         out["perceiver_path"] = root
         git = ["git", "-C", root]
-        out["git_commit"] = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
-        dirty = subprocess.run(git + ["status", "--porcelain", "--", "perceiver"], capture_output=True, text=True).stdout
+        out["git_commit"] = (
+            subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+        )
+        dirty = subprocess.run(
+            git + ["status", "--porcelain", "--", "perceiver"], capture_output=True, text=True
+        ).stdout
         out["git_dirty_perceiver"] = bool(dirty.strip())
     except Exception:  # noqa: BLE001
         pass
@@ -70,8 +72,9 @@ def notes(kind, variant):
     if kind == "clm":
         prec = "bf16 autocast (CPU), fp32 weights/optimizer" if variant == "bf16" else "fp32"
         return (
-            "perceiver.tasks.clm.CausalLanguageModel, CausalLanguageModelConfig defaults otherwise (text-bytes adapter: "
-            "abs pos emb, rotary on half of each head, tied logits + output bias; qkv/MLP biases; SDPA attention); "
+            "perceiver.tasks.clm.CausalLanguageModel, CausalLanguageModelConfig defaults otherwise (text-bytes "
+            "adapter: abs pos emb, rotary on half of each head, tied logits + output bias; qkv/MLP biases; SDPA "
+            "attention); "
             f"pad_mask=None; {prec}"
         )
     if kind == "generate":
@@ -136,3 +139,39 @@ def build_generator(spec, variant):
             )
 
     return model, generate
+
+
+def _mlm_config(spec):
+    from perceiver.tasks.mlm import MaskedLanguageModelConfig
+
+    return MaskedLanguageModelConfig(
+        vocab_size=spec.vocab_size,
+        max_seq_len=spec.seq_len,
+        num_input_channels=spec.num_input_channels,
+        num_latents=spec.num_latents,
+        num_latent_channels=spec.num_latent_channels,
+        num_cross_attention_heads=spec.num_heads,
+        num_cross_attention_qk_channels=spec.num_qk_channels,
+        num_cross_attention_v_channels=spec.num_latent_channels,
+        num_self_attention_heads=spec.num_heads,
+        num_self_attention_qk_channels=spec.num_qk_channels,
+        num_self_attention_v_channels=spec.num_latent_channels,
+        num_self_attention_layers_per_block=spec.num_layers,
+        cross_attention_widening_factor=spec.widening_factor,
+        self_attention_widening_factor=spec.widening_factor,
+        num_decoder_heads=spec.num_heads,
+        num_decoder_qk_channels=spec.num_qk_channels,
+        num_decoder_v_channels=spec.num_input_channels,
+        decoder_widening_factor=spec.widening_factor,
+        attention_dropout=spec.dropout,
+    )
+
+
+def build_mlm(spec, variant):
+    from perceiver.tasks.mlm import MaskedLanguageModel
+
+    return MaskedLanguageModel(_mlm_config(spec)).train()
+
+
+def mlm_logits(model, x):
+    return model(x)

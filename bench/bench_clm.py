@@ -99,7 +99,12 @@ def run_case(case: dict) -> dict:
         )
         return CausalLanguageModel(cfg).to(device)
 
-    rec = {**case, "torch": torch.__version__, "threads_used": torch.get_num_threads(), "rss_after_import_mib": round(rss_import, 1)}
+    rec = {
+        **case,
+        "torch": torch.__version__,
+        "threads_used": torch.get_num_threads(),
+        "rss_after_import_mib": round(rss_import, 1),
+    }
     if cuda:
         rec["gpu"] = torch.cuda.get_device_name(device)
 
@@ -116,7 +121,9 @@ def run_case(case: dict) -> dict:
                 sync()
                 t0 = time.perf_counter()
                 with torch.inference_mode(), autocast():
-                    out = model.generate(prompt, num_tokens=n, num_latents=NUM_LATENTS, top_k=TOP_K, use_cache=use_cache)
+                    out = model.generate(
+                        prompt, num_tokens=n, num_latents=NUM_LATENTS, top_k=TOP_K, use_cache=use_cache
+                    )
                 sync()
                 if i > 0:
                     times.append(time.perf_counter() - t0)
@@ -178,14 +185,35 @@ def run_case(case: dict) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def busy_cores(interval: float = 1.0) -> float:
+    """CPU cores kept busy by *any* process over ``interval`` seconds (from /proc/stat; nan where unavailable).
+    Run before a case, while this driver sleeps: anything well above 0 means other processes compete for the CPU
+    and the timings of the case will be inflated (with several torch threads, badly: they wait for each other)."""
+
+    def read():
+        with open("/proc/stat") as fh:
+            v = [int(x) for x in fh.readline().split()[1:]]
+        return v[0] + v[1] + v[2] + v[5] + v[6] + v[7], sum(v[:8])  # user nice system irq softirq steal, total
+
+    try:
+        b0, t0 = read()
+        time.sleep(interval)
+        b1, t1 = read()
+    except (OSError, ValueError):
+        return float("nan")
+    return (b1 - b0) / max(1, t1 - t0) * (os.cpu_count() or 1)
+
+
 def _fmt(x, nd=1):
     return "–" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
 
 
 def print_table(recs):
     print()
-    print("| config | device | precision | s/step | train latent tokens/s | peak MiB (kind) | RSS after import MiB "
-          "| gen cached tok/s | gen no-cache tok/s | cache speedup | loss first→last |")
+    print(
+        "| config | device | precision | s/step | train latent tokens/s | peak MiB (kind) | RSS after import MiB "
+        "| gen cached tok/s | gen no-cache tok/s | cache speedup | loss first→last |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in recs:
         if "error" in r:
@@ -194,22 +222,37 @@ def print_table(recs):
         c, nc = r.get("gen_cache_tokens_per_s"), r.get("gen_nocache_tokens_per_s")
         speedup = f"{c / nc:.1f}x" if c and nc else "–"
         loss = f"{r['loss_first']}→{r['loss_last']}" if "loss_first" in r else "–"
-        print(f"| {r['config']} | {r['device']} | {r['precision']} | {_fmt(r.get('train_s_per_step'), 3)} | "
-              f"{_fmt(r.get('train_tokens_per_s'))} | {_fmt(r.get('peak_mem_mib'), 0)} ({r.get('peak_mem_kind')}) | "
-              f"{_fmt(r.get('rss_after_import_mib'), 0)} | {_fmt(c)} | {_fmt(nc)} | {speedup} | {loss} |")
+        print(
+            f"| {r['config']} | {r['device']} | {r['precision']} | {_fmt(r.get('train_s_per_step'), 3)} | "
+            f"{_fmt(r.get('train_tokens_per_s'))} | {_fmt(r.get('peak_mem_mib'), 0)} ({r.get('peak_mem_kind')}) | "
+            f"{_fmt(r.get('rss_after_import_mib'), 0)} | {_fmt(c)} | {_fmt(nc)} | {speedup} | {loss} |"
+        )
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default="seed,small", help="comma list of: " + ", ".join(CONFIGS))
     ap.add_argument("--device", default="auto", help="comma list of cpu, cuda; 'auto' = cpu plus cuda when available")
-    ap.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16 (bf16 = autocast mixed precision)")
-    ap.add_argument("--steps", type=int, default=None, help="timed training steps (default 10; --quick 3; 0 = no training)")
+    ap.add_argument(
+        "--precision", default="fp32,bf16", help="comma list of fp32, bf16 (bf16 = autocast mixed precision)"
+    )
+    ap.add_argument(
+        "--steps", type=int, default=None, help="timed training steps (default 10; --quick 3; 0 = no training)"
+    )
     ap.add_argument("--warmup", type=int, default=None, help="untimed training steps first (default 2; --quick 1)")
-    ap.add_argument("--gen-tokens", type=int, default=None, help="new tokens per generate() call (default 256; --quick 64; 0 = skip)")
-    ap.add_argument("--gen-steps", type=int, default=None, help="timed generate() calls per mode (default 2; --quick 1)")
+    ap.add_argument(
+        "--gen-tokens",
+        type=int,
+        default=None,
+        help="new tokens per generate() call (default 256; --quick 64; 0 = skip)",
+    )
+    ap.add_argument(
+        "--gen-steps", type=int, default=None, help="timed generate() calls per mode (default 2; --quick 1)"
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    ap.add_argument("--quick", action="store_true", help="few steps and 64 generated tokens (a couple of minutes on CPU)")
+    ap.add_argument(
+        "--quick", action="store_true", help="few steps and 64 generated tokens (a couple of minutes on CPU)"
+    )
     ap.add_argument("--json", default=None, metavar="FILE", help="also append the records as JSON lines to FILE")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per case")
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print its record
@@ -246,22 +289,43 @@ def main(argv=None):
     for device in devices:
         for config in configs:
             for precision in precisions:
-                case = dict(config=config, device=device, precision=precision, steps=steps, warmup=warmup,
-                            gen_tokens=gen_tokens, gen_steps=gen_steps, threads=args.threads)
-                print(f"[bench_clm] {config} {device} {precision} ...", file=sys.stderr, flush=True)
+                case = dict(
+                    config=config,
+                    device=device,
+                    precision=precision,
+                    steps=steps,
+                    warmup=warmup,
+                    gen_tokens=gen_tokens,
+                    gen_steps=gen_steps,
+                    threads=args.threads,
+                )
+                load = busy_cores()
+                print(
+                    f"[bench_clm] {config} {device} {precision} ... (other load before: {load:.2f} cores)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if load > 0.25:
+                    print(
+                        f"[bench_clm]   WARNING: other processes keep {load:.2f} CPU cores busy; timings will be "
+                        "inflated",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 t0 = time.perf_counter()
                 cmd = [sys.executable, os.path.abspath(__file__), "--case", json.dumps(case)]
                 try:
                     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
-                    lines = [l for l in proc.stdout.splitlines() if l.startswith(PREFIX)]
+                    lines = [line for line in proc.stdout.splitlines() if line.startswith(PREFIX)]
                     if lines:
-                        rec = json.loads(lines[-1][len(PREFIX):])
+                        rec = json.loads(lines[-1][len(PREFIX) :])
                     else:
                         err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                         rec = {**case, "error": f"exit {proc.returncode}: {err}"}
                 except subprocess.TimeoutExpired:
                     rec = {**case, "error": f"timeout after {args.timeout}s"}
                 rec["wall_s"] = round(time.perf_counter() - t0, 1)
+                rec["other_load_cores_before"] = round(load, 2)
                 print(f"[bench_clm]   {json.dumps(rec)}", file=sys.stderr, flush=True)
                 recs.append(rec)
                 if args.json:
@@ -269,11 +333,20 @@ def main(argv=None):
                         fh.write(json.dumps(rec) + "\n")
 
     print_table(recs)
+    busy = [r["other_load_cores_before"] for r in recs if r.get("other_load_cores_before", 0) > 0.25]
+    if busy:
+        print(
+            f"\nWARNING: {len(busy)} case(s) started while other processes kept up to {max(busy):.2f} CPU cores busy; "
+            "their timings are inflated. Re-run on an idle machine."
+        )
     print()
-    print(f"training: {steps} timed steps after {warmup} warm-up, batch {{seed: 2, small: 8}}, torch.optim.Adam(lr=2e-4); "
-          f"generation: {PROMPT_LEN}-token prompt, {NUM_LATENTS} initial latents, {gen_tokens} new tokens, top-k {TOP_K}, "
-          f"batch 1, median of {gen_steps} call(s). peak MiB on CPU is the case process's ru_maxrss (includes the "
-          "RSS after import).")
+    print(
+        f"training: {steps} timed steps after {warmup} warm-up, batch {{seed: 2, small: 8}}, "
+        f"torch.optim.Adam(lr=2e-4); generation: {PROMPT_LEN}-token prompt, {NUM_LATENTS} initial latents, "
+        f"{gen_tokens} new tokens, top-k {TOP_K}, "
+        f"batch 1, median of {gen_steps} call(s). peak MiB on CPU is the case process's ru_maxrss (includes the "
+        "RSS after import)."
+    )
     return 1 if any("error" in r for r in recs) else 0
 
 

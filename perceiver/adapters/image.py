@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from perceiver.adapters.base import InputAdapter
+from perceiver.core.encoder import SplitInput
 from perceiver.core.position import fourier_features
 
 
@@ -57,7 +58,9 @@ class ImageAdapter(InputAdapter):
     """``forward(images (B, H, W, C)) -> (x (B, H * W, C + P), None)`` with P = 2 * (2 * num_frequency_bands + 1).
 
     Channel order of ``x``: the normalised pixel channels, then the position features (y, x coordinates in [-1, 1],
-    their sines, their cosines; see :func:`perceiver.core.position.fourier_features`).
+    their sines, their cosines; see :func:`perceiver.core.position.fourier_features`). ``x`` is a
+    :class:`~perceiver.core.encoder.SplitInput` (pixels per image, positions shared by all images) so that the
+    encoder projects the position features once per batch; ``x.full()`` is the plain tensor.
     """
 
     def __init__(self, config: ImageAdapterConfig):
@@ -80,10 +83,8 @@ class ImageAdapter(InputAdapter):
             )
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.to(self.mean.dtype)
         x = (x - self.mean) / self.std
-        batch = x.shape[0]
-        x = x.reshape(batch, -1, x.shape[-1])  # (B, HW, C)
-        pos = self.position_features.to(x.dtype).expand(batch, -1, -1)  # (B, HW, P)
-        return torch.cat([x, pos], dim=-1), None
+        x = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, HW, C)
+        return SplitInput(x, self.position_features.to(x.dtype)), None  # (B, HW, C) + (HW, P), see SplitInput
 
 
 __all__ = ["ImageAdapter", "ImageAdapterConfig"]

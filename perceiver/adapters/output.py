@@ -47,7 +47,8 @@ class ClassLogitsConfig:
 
         if self.num_channels < 1 or self.num_classes < 2:
             raise ConfigError(
-                f"class-logits needs num_channels >= 1 and num_classes >= 2, got {self.num_channels}, {self.num_classes}"
+                "class-logits needs num_channels >= 1 and num_classes >= 2, "
+                f"got {self.num_channels}, {self.num_classes}"
             )
 
 

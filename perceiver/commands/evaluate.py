@@ -40,6 +40,7 @@ def evaluate(
         if key not in values and hasattr(lm.config, key):
             values[key] = getattr(lm.config, key)
     datamodule = dataset.load()(dataset.build_config(**{k: v for k, v in values.items() if k in types}))
+    _check_model_facts(dataset.load(), datamodule.config, lm, data)
     datamodule.setup("validate")
     metrics = run_evaluation(lm, datamodule.val_dataloader(), lm.task, max_batches=max_batches, device=device)
 
@@ -49,6 +50,19 @@ def evaluate(
     for key, value in metrics.items():
         table.add_row(key, f"{value:,.0f}" if key == "predictions" else f"{value:.4f}")
     Console().print(table)
+
+
+def _check_model_facts(datamodule_class, data_config, model, data: str) -> None:
+    """A data set that decides model options (e.g. a classifier's labels) must agree with the trained model."""
+    facts_of = getattr(datamodule_class, "model_facts", None)
+    if not callable(facts_of):
+        return
+    for key, value in facts_of(data_config).items():
+        trained = getattr(model.config, key, None)
+        if trained is not None and trained != value:
+            raise ValueError(
+                f"data set {data!r} does not fit the model: its {key} is {value}, the model's is {trained}"
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -168,6 +168,11 @@ class MultiHeadAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)
         dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend_mask, dropout_p=dropout, is_causal=is_causal)
+        if dropout > 0 and not is_causal and q.device.type == "cpu":  # SDPA's CPU dropout path is a slow fallback
+            from perceiver.core.attention_dropout import attention_with_dropout
+
+            out = attention_with_dropout(q, k, v, attend_mask, dropout)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend_mask, dropout_p=dropout, is_causal=is_causal)
         out = out.transpose(1, 2).reshape(out.shape[0], x_q.shape[1], -1)  # (B, Q, H * Dv); x_q may be (1, Q, Cq)
         return self.o_proj(out)

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from perceiver.core.attention_dropout import drop_mask
 from perceiver.core.layers import CrossAttentionLayer, set_activation_checkpointing
 from perceiver.core.position import fourier_features
 
@@ -125,7 +127,9 @@ class PerceiverDecoderConfig:
         qk = self.num_qk_channels or self.num_query_channels
         v = self.num_v_channels or qk
         if qk % self.num_heads or v % self.num_heads:
-            raise ValueError(f"decoder qk ({qk}) and v ({v}) channels must be divisible by num_heads ({self.num_heads})")
+            raise ValueError(
+                f"decoder qk ({qk}) and v ({v}) channels must be divisible by num_heads ({self.num_heads})"
+            )
         for name in ("attention_dropout", "residual_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -173,6 +177,113 @@ class PerceiverDecoder(nn.Module):
         return out.expand(latents.shape[0], -1, -1) if out.shape[0] != latents.shape[0] else out
 
 
+# -------------------------------------------------------------------------------------------------------------
+#  Decoding with a row-sparse backward pass
+# -------------------------------------------------------------------------------------------------------------
+
+
+def cross_attend(layer: CrossAttentionLayer, x_q: Tensor, x_kv: Tensor, keep: Optional[Tensor] = None,
+                 new_keep: bool = False):
+    """``layer``'s forward pass with an explicit attention-dropout mask; returns (output (B, Q, E), keep).
+
+    ``keep`` = (drop, p): ``drop`` (B, H, Q, K) bool is True where an attention probability is dropped, ``p`` the
+    drop probability. With ``new_keep`` (training, attention dropout > 0) a fresh mask is drawn and returned; with
+    neither, no dropout is applied. Same computation as ``CrossAttentionLayer`` without residual dropout, written with
+    functional ops on the layer's parameters (no module calls, so no module hooks run inside the row-sparse backward
+    pass).
+    """
+    att, mlp = layer.attention, layer.mlp
+
+    def linear(module: nn.Linear, x: Tensor) -> Tensor:
+        return F.linear(x, module.weight, module.bias)
+
+    def norm(module: nn.LayerNorm, x: Tensor) -> Tensor:
+        return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+
+    q = att._heads(linear(att.q_proj, norm(layer.q_norm, x_q)), att.qk_head_dim)  # (1 or B, H, Q, Dqk)
+    kv = norm(layer.kv_norm, x_kv)
+    k = att._heads(linear(att.k_proj, kv), att.qk_head_dim)  # (B, H, K, Dqk)
+    v = att._heads(linear(att.v_proj, kv), att.v_head_dim)  # (B, H, K, Dv)
+    probs = torch.matmul(q * att.qk_head_dim**-0.5, k.transpose(-1, -2)).softmax(dim=-1)  # (B, H, Q, K)
+    if new_keep and att.dropout > 0:
+        keep = drop_mask(probs.shape, att.dropout, probs.device)
+    if keep is not None:
+        probs = probs.masked_fill_(keep[0], 0.0) if not torch.is_grad_enabled() else probs.masked_fill(keep[0], 0.0)
+    out = torch.matmul(probs, v)  # (B, H, Q, Dv)
+    if keep is not None:
+        out = out / (1.0 - keep[1])
+    out = linear(att.o_proj, out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1))  # (B, Q, E)
+    x = x_q + out if layer.attention_residual else out
+    return x + linear(mlp.fc2, F.gelu(linear(mlp.fc1, norm(mlp.norm, x)))), keep
+
+
+class _RowSparseDecode(torch.autograd.Function):
+    """Decode all rows without autograd; in the backward pass, recompute and differentiate only the rows whose
+    output gradient is not zero (exact: decoder rows are independent given the latents)."""
+
+    @staticmethod
+    def forward(ctx, decode, computed, latents: Tensor, x: Optional[Tensor], *params: Tensor) -> Tensor:
+        out, keep = computed.pop()  # computed outside (module hooks, e.g. of profilers, must see ordinary calls)
+        ctx.decode, ctx.x, ctx.keep = decode, x, keep
+        ctx.save_for_backward(latents, *params)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        latents, *params = ctx.saved_tensors
+        rows = grad_out.ne(0).flatten(2).any(dim=2)  # (B, N): rows that receive gradient
+        counts = rows.sum(dim=1)
+        num = max(int(counts.max()), 1)
+        positions = torch.argsort((~rows).to(torch.int8), dim=1, stable=True)[:, :num]  # (B, Q) those rows first
+        valid = torch.arange(num, device=rows.device)[None, :] < counts[:, None]
+        positions = positions.masked_fill(~valid, 0)
+        keep = ctx.keep
+        if keep is not None:  # (B, H, N, K) -> the rows' masks (B, H, Q, K)
+            drop, p = keep
+            index = positions[:, None, :, None].expand(-1, drop.shape[1], -1, drop.shape[3])
+            keep = (drop.gather(2, index), p)
+        with torch.enable_grad():
+            lat = latents.detach().requires_grad_(latents.requires_grad)
+            out, _ = ctx.decode(lat, ctx.x, positions, keep, False)
+            index = positions.view(*positions.shape, *([1] * (grad_out.dim() - 2))).expand(-1, -1, *grad_out.shape[2:])
+            grad = grad_out.gather(1, index) * valid.view(*valid.shape, *([1] * (grad_out.dim() - 2)))
+            inputs = ([lat] if lat.requires_grad else []) + list(params)
+            grads = list(torch.autograd.grad(out, inputs, grad, allow_unused=True))
+        grad_latents = grads.pop(0) if lat.requires_grad else None
+        return (None, None, grad_latents, None, *grads)
+
+
+def decode_row_sparse(decoder: "PerceiverDecoder", latents: Tensor, x: Optional[Tensor],
+                      output_adapter: Optional[nn.Module], params) -> Tensor:
+    """``output_adapter(decoder(latents, x))`` with a backward pass that only touches output rows with nonzero
+    gradient (for losses on a few positions, e.g. masked language modeling: about 15% of the rows).
+
+    Gradients are exact, also with attention dropout (the forward pass's dropout masks are kept). The output
+    adapter must act row by row (e.g. token logits). ``params``: every parameter the decoder and output adapter use
+    (those that require grad receive gradients). Requires ``residual_dropout == 0``.
+
+    :return: the output adapter's output for all rows, (B, N, ...)
+    """
+    if decoder.config.residual_dropout > 0:
+        raise ValueError("row-sparse decoding needs residual_dropout == 0")
+
+    output = output_adapter.forward if isinstance(output_adapter, nn.Module) else output_adapter
+
+    def decode(lat, x_in, positions, keep, new_keep):
+        # No module calls (module hooks, e.g. of profilers, cannot follow this backward pass); without autograd,
+        # the queries are a no-grad view of a parameter: detach it.
+        queries = decoder.query_provider.forward(x_in, positions)
+        if not torch.is_grad_enabled():
+            queries = queries.detach()
+        hidden, keep = cross_attend(decoder.cross_attention, queries, lat, keep, new_keep and decoder.training)
+        return (output(hidden) if output is not None else hidden), keep
+
+    params = [p for p in params if p.requires_grad]
+    with torch.no_grad():
+        computed = [decode(latents, x, None, None, True)]
+    return _RowSparseDecode.apply(decode, computed, latents, x, *params)
+
+
 __all__ = [
     "FourierQueryProvider",
     "PerceiverDecoder",
@@ -180,5 +291,7 @@ __all__ = [
     "PositionQueryProvider",
     "QueryProvider",
     "TrainableQueryProvider",
+    "cross_attend",
+    "decode_row_sparse",
     "init_weights",
 ]

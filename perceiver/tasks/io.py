@@ -36,8 +36,8 @@ ENCODER_FIELDS = (
 
 @dataclass
 class PerceiverIOOptions:
-    """Encoder and decoder options of the Perceiver IO tasks. ``None`` qk channels mean "the query channels of the
-    layer"; ``None`` v channels mean "the qk channels"."""
+    """Encoder and decoder options of the Perceiver IO tasks. ``None`` qk or v channels mean "the query channels of
+    the layer" (the latent channels in the encoder, the query channels in the decoder)."""
 
     num_latents: int = 256
     """Size M of the latent array."""
@@ -86,9 +86,12 @@ class PerceiverIOOptions:
             raise ConfigError("num_decoder_heads and decoder_widening_factor must be >= 1")
 
     def encoder_config(self, num_input_channels: int) -> PerceiverEncoderConfig:
+        values = {name: getattr(self, name) for name in ENCODER_FIELDS}
+        for name in ("num_cross_attention_v_channels", "num_self_attention_v_channels"):
+            values[name] = values[name] or self.num_latent_channels
         return PerceiverEncoderConfig(
             num_input_channels=num_input_channels,
-            **{name: getattr(self, name) for name in ENCODER_FIELDS},
+            **values,
             attention_dropout=self.attention_dropout,
             residual_dropout=self.residual_dropout,
             init_scale=self.init_scale,
@@ -101,7 +104,7 @@ class PerceiverIOOptions:
             num_query_channels=num_query_channels,
             num_heads=self.num_decoder_heads,
             num_qk_channels=self.num_decoder_qk_channels,
-            num_v_channels=self.num_decoder_v_channels,
+            num_v_channels=self.num_decoder_v_channels or num_query_channels,
             widening_factor=self.decoder_widening_factor,
             query_residual=query_residual,
             attention_dropout=self.attention_dropout,
@@ -143,7 +146,8 @@ def create_input_adapter(name: str, options: Dict[str, Any], **shared: Any) -> I
 def build_encoder_decoder(options: PerceiverIOOptions, input_adapter: InputAdapter, query_provider: QueryProvider,
                           query_residual: bool):
     encoder = PerceiverEncoder(options.encoder_config(input_adapter.num_input_channels))
-    decoder = PerceiverDecoder(options.decoder_config(query_provider.num_query_channels, query_residual), query_provider)
+    decoder_config = options.decoder_config(query_provider.num_query_channels, query_residual)
+    decoder = PerceiverDecoder(decoder_config, query_provider)
     return encoder, decoder
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from perceiver.core.decoder import PositionQueryProvider
+from perceiver.core.decoder import PositionQueryProvider, decode_row_sparse
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.data.tokenizer import MASK_ID, NUM_SPECIAL, PAD_ID, VOCAB_SIZE, ByteTokenizer
 from perceiver.tasks.base import ConfigError
@@ -33,13 +33,13 @@ class MaskedLanguageModelConfig(PerceiverIOOptions):
     """Longest input; the decoder has one query per position."""
     num_input_channels: int = 768
     """Channels of the token embedding (the decoder's query channels)."""
-    num_cross_attention_qk_channels: Optional[int] = 256
-    num_self_attention_qk_channels: Optional[int] = 256
-    num_decoder_qk_channels: Optional[int] = 256
     mask_prob: float = 0.15
     """Share of tokens (or words) selected for prediction in training."""
     whole_word_masking: bool = False
     """Select whole words (runs of non-whitespace bytes) instead of single bytes."""
+    row_sparse_backward: bool = True
+    """When logits of all positions are computed in training, backpropagate through the decoder only at positions
+    whose logits receive gradient (exact; much faster when the loss covers few positions, e.g. the masked ones)."""
 
     def __post_init__(self):
         if self.vocab_size <= NUM_SPECIAL:
@@ -79,7 +79,15 @@ class MaskedLanguageModel(PerceiverIO):
 
     def forward(self, input_ids: Tensor, pad_mask: Optional[Tensor] = None, positions: Optional[Tensor] = None):
         if input_ids.shape[1] > self.config.max_seq_len:
-            raise ValueError(f"input of {input_ids.shape[1]} tokens is longer than max_seq_len {self.config.max_seq_len}")
+            raise ValueError(
+                f"input of {input_ids.shape[1]} tokens is longer than max_seq_len {self.config.max_seq_len}"
+            )
+        cfg = self.config
+        if positions is None and self.training and torch.is_grad_enabled() and cfg.row_sparse_backward \
+                and cfg.residual_dropout == 0:
+            latents, x, _ = self.encode(input_ids, pad_mask)
+            params = list(self.decoder.parameters()) + list(self.input_adapter.parameters())
+            return decode_row_sparse(self.decoder, latents, x, self.output_adapter, params)
         return super().forward(input_ids, pad_mask, positions)
 
     @torch.no_grad()
@@ -110,7 +118,8 @@ class MaskedLanguageModel(PerceiverIO):
         results = []
         for row, ids in enumerate(encoded):
             masked = [i for i, token in enumerate(ids) if token == MASK_ID]
-            results.append([_candidate(ids, masked, fill, score) for fill, score in _k_best(log_probs[row, masked], top_k)])
+            best = _k_best(log_probs[row, masked], top_k)
+            results.append([_candidate(ids, masked, fill, score) for fill, score in best])
         return results
 
 

@@ -161,7 +161,12 @@ def plan_training(
     if not dataset:
         raise PlanError("no data set given: use --data NAME (see `perceiver list datasets`)")
     dataset_entry = registry.get("dataset", dataset)
-    adapter = adapter or file_adapter or file_model.get("adapter") or dataset_entry.metadata.get("adapter")
+    set_adapters = [v for section, key, v in parse_sets(sets or []) if key == "adapter" and section in (None, "model")]
+    candidates = (  # highest precedence first; the data set's adapter is only the default
+        set_adapters[-1] if set_adapters else None, adapter, file_adapter, file_model.get("adapter"),
+        layers[0]["model"].get("adapter") if preset else None, dataset_entry.metadata.get("adapter"),
+    )
+    adapter = next((name for name in candidates if name), None)
     if not adapter:
         raise PlanError(f"data set {dataset!r} names no default adapter: use --adapter NAME")
     adapter_entry = registry.get("adapter", adapter)
@@ -197,6 +202,7 @@ def plan_training(
     adapter_options = dict(model_values.get("adapter_options") or {})
     adapter_options.update(merged["adapter"])
     model_values["adapter_options"] = adapter_options
+    model_values = with_model_facts(model_values, classes["model"], dataset_entry, merged["data"])
     model_config = task_entry.build_config(**model_values)
     trainer_config = TrainerConfig(**merged["trainer"])
     optimizer_config = OptimizerConfig(**merged["optimizer"])
@@ -227,3 +233,44 @@ def _check_fit(task_entry, dataset_entry, adapter_entry) -> None:
             f"data set {dataset_entry.name!r} holds {data_modality} data, "
             f"but adapter {adapter_entry.name!r} reads {adapter_modality}"
         )
+
+
+def with_model_facts(model_values: Dict[str, Any], model_class: type, dataset_entry, data_values: Dict[str, Any]):
+    """Fill model options the user did not set with facts decided elsewhere (data -> model).
+
+    Two generic sources, both optional classmethods returning ``{model option: value}``:
+
+    * the task's config class: ``model_facts(model_values)``, e.g. the encoder sizes of the model named by
+      ``encoder_from``;
+    * the data set's module class: ``model_facts(data_config)``, e.g. ``num_classes``, ``class_names`` and
+      ``image_shape`` of a labelled data set.
+
+    Only fields of the model config are filled, and only where the value is unset (None); dict values (e.g.
+    ``adapter_options``) are merged under the user's entries.
+    """
+    fields = field_types(model_class)
+    out = dict(model_values)
+
+    def fill(facts: Dict[str, Any]) -> None:
+        for key, value in (facts or {}).items():
+            if key not in fields:
+                continue
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = {**value, **out[key]}
+            elif out.get(key) is None:
+                out[key] = value
+
+    config_facts = getattr(model_class, "model_facts", None)
+    if callable(config_facts):
+        fill(config_facts(out))
+    try:
+        data_module = dataset_entry.load()
+    except registry.RegistryError:  # reported where the data module is built
+        data_module = None
+    data_facts = getattr(data_module, "model_facts", None)
+    if callable(data_facts):
+        data_fields = field_types(dataset_entry.config_class()) if dataset_entry.config else {}
+        values = {k: v for k, v in data_values.items() if k in data_fields}
+        values.update({k: v for k, v in model_values.items() if k in data_fields and k not in values and v is not None})
+        fill(data_facts(dataset_entry.build_config(**values)))
+    return out

@@ -1,0 +1,40 @@
+"""``perceiver fill-mask``: fill the ``[MASK]`` bytes of a text with a trained masked language model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import typer
+
+
+def fill_mask(
+    texts: List[str] = typer.Argument(..., help="Texts with [MASK] placeholders, one per byte to fill."),
+    model: Path = typer.Option(..., "--model", "-m", help="mlm model directory, training output directory or .ckpt."),
+    top_k: int = typer.Option(5, "--top-k", "-k", help="Number of candidates per text."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, ..."),
+) -> None:
+    """Print the most likely fillings of each text's [bold][MASK][/] bytes, with their probabilities.
+
+    Example: [bold]perceiver fill-mask --model runs/mlm "The capital of France is [MASK][MASK][MASK][MASK][MASK]."[/]
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    if top_k < 1:
+        raise typer.BadParameter(f"must be >= 1, got {top_k}", param_hint="--top-k")
+    from perceiver.checkpoint import load_model
+
+    lm = load_model(model, task="mlm", map_location=device)
+    results = lm.fill_mask(texts, top_k=top_k)
+    console = Console(highlight=False, soft_wrap=True)
+    for text, candidates in zip(texts, results):
+        if len(texts) > 1:
+            console.print(f"[bold]{escape(text)}[/]")
+        for rank, candidate in enumerate(candidates, 1):
+            details = f"fill {candidate.fill!r}, p={candidate.probability:.3g}"
+            console.print(f"{rank}. {escape(candidate.text)}  [dim]({escape(details)})[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fill-mask", rich_help_panel="Use")(fill_mask)

