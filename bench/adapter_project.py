@@ -81,6 +81,11 @@ def notes(kind, variant):
         cache = not variant.startswith("nocache")
         prec = "bf16 autocast (CPU)" if variant.endswith("bf16") else "fp32"
         return f"CausalLanguageModel.generate(num_latents=7, top_k=10, temperature=1, use_cache={cache}); {prec}"
+    if kind == "mlm":
+        return (
+            "perceiver.tasks.mlm.MaskedLanguageModel (text-bytes adapter, tied logits + output bias, SDPA / CPU "
+            "attention-dropout path, row-sparse decoder backward: only positions whose logits get gradient); fp32"
+        )
     return ""
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from perceiver import registry
-from perceiver.data.tokenizer import MASK_ID, NUM_SPECIAL, PAD_ID, ByteTokenizer
+from perceiver.data.tokenizer import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID, ByteTokenizer
 from perceiver.tasks.mlm import (
     LitMaskedLanguageModel,
     MaskedLanguageModel,
@@ -107,7 +107,7 @@ def test_training_step_decodes_only_masked_positions_and_learns():
     calls = []
     handle = model.decoder.cross_attention.register_forward_hook(lambda m, args, out: calls.append(args[0].shape))
     first = None
-    for step in range(120):
+    for step in range(100):
         out = LitMaskedLanguageModel.compute(model, (None, ids, None))
         optimizer.zero_grad()
         out["loss"].backward()
@@ -147,6 +147,17 @@ def test_fill_mask_bad_input():
     with pytest.raises(ValueError, match="longer than max_seq_len"):
         model.fill_mask(["x" * 100 + "[MASK]"])
     assert encode_masked("a[MASK]") == [ord("a") + NUM_SPECIAL, MASK_ID]
+
+
+def test_fill_mask_can_wrap_texts_in_special_tokens_like_the_converted_model():
+    torch.manual_seed(0)
+    model = tiny_model(special_tokens=True).eval()
+    seen = []
+    handle = model.input_adapter.register_forward_hook(lambda m, args, out: seen.append(args[0].clone()))
+    result = model.fill_mask(["ab[MASK]"], top_k=1)[0][0]
+    handle.remove()
+    assert seen[0][0].tolist()[0] == CLS_ID and seen[0][0].tolist()[-1] == SEP_ID
+    assert result.text.startswith("ab") and len(result.text.encode("utf-8", "replace")) >= 3
 
 
 def test_config_errors():

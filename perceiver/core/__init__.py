@@ -1,6 +1,15 @@
 """Generic Perceiver building blocks. Imports only torch."""
 
 from perceiver.core.attention import AttentionConfig, KVCache, MultiHeadAttention, apply_rotary, attend_mask
+from perceiver.core.decoder import (
+    FourierQueryProvider,
+    PerceiverDecoder,
+    PerceiverDecoderConfig,
+    PositionQueryProvider,
+    QueryProvider,
+    TrainableQueryProvider,
+)
+from perceiver.core.encoder import PerceiverEncoder, PerceiverEncoderConfig, SplitInput
 from perceiver.core.layers import (
     MLP,
     CrossAttentionLayer,
@@ -9,6 +18,7 @@ from perceiver.core.layers import (
     set_activation_checkpointing,
 )
 from perceiver.core.perceiver_ar import PerceiverAR, PerceiverARCache, PerceiverARConfig
+from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.core.position import RotaryEmbedding, fourier_features, positions
 
 __all__ = [
@@ -17,6 +27,16 @@ __all__ = [
     "KVCache",
     "MLP",
     "MultiHeadAttention",
+    "FourierQueryProvider",
+    "PerceiverDecoder",
+    "PerceiverDecoderConfig",
+    "PerceiverEncoder",
+    "PerceiverEncoderConfig",
+    "PerceiverIO",
+    "PositionQueryProvider",
+    "QueryProvider",
+    "SplitInput",
+    "TrainableQueryProvider",
     "PerceiverAR",
     "PerceiverARCache",
     "PerceiverARConfig",

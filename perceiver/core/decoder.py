@@ -16,7 +16,7 @@ the decoder's output. Providers:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -182,7 +182,7 @@ class PerceiverDecoder(nn.Module):
 # -------------------------------------------------------------------------------------------------------------
 
 
-def cross_attend(layer: CrossAttentionLayer, x_q: Tensor, x_kv: Tensor, keep: Optional[Tensor] = None,
+def cross_attend(layer: CrossAttentionLayer, x_q: Tensor, x_kv: Tensor, keep: Optional[Tuple[Tensor, float]] = None,
                  new_keep: bool = False):
     """``layer``'s forward pass with an explicit attention-dropout mask; returns (output (B, Q, E), keep).
 
@@ -259,8 +259,9 @@ def decode_row_sparse(decoder: "PerceiverDecoder", latents: Tensor, x: Optional[
     gradient (for losses on a few positions, e.g. masked language modeling: about 15% of the rows).
 
     Gradients are exact, also with attention dropout (the forward pass's dropout masks are kept). The output
-    adapter must act row by row (e.g. token logits). ``params``: every parameter the decoder and output adapter use
-    (those that require grad receive gradients). Requires ``residual_dropout == 0``.
+    adapter must act row by row (e.g. token logits), and the queries may depend on the shape of ``x`` but not on its
+    values (no gradient flows to ``x``). ``params``: every parameter the decoder and output adapter use (those that
+    require grad receive gradients). Requires ``residual_dropout == 0``.
 
     :return: the output adapter's output for all rows, (B, N, ...)
     """

@@ -185,6 +185,7 @@ def convert_masked_lm(hf_model: nn.Module):
             num_decoder_qk_channels=dec_qk,
             num_decoder_v_channels=dec_v,
             decoder_widening_factor=1,
+            special_tokens=True,  # PerceiverTokenizer adds [CLS] ... [SEP]
             **_encoder_options(config, state, "perceiver"),
         )
     )

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from perceiver.core.decoder import PositionQueryProvider, decode_row_sparse
 from perceiver.core.perceiver_io import PerceiverIO
-from perceiver.data.tokenizer import MASK_ID, NUM_SPECIAL, PAD_ID, VOCAB_SIZE, ByteTokenizer
+from perceiver.data.tokenizer import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID, VOCAB_SIZE, ByteTokenizer
 from perceiver.tasks.base import ConfigError
 from perceiver.tasks.io import PerceiverIOOptions, build_encoder_decoder, create_adapter, create_input_adapter
 
@@ -37,6 +37,8 @@ class MaskedLanguageModelConfig(PerceiverIOOptions):
     """Share of tokens (or words) selected for prediction in training."""
     whole_word_masking: bool = False
     """Select whole words (runs of non-whitespace bytes) instead of single bytes."""
+    special_tokens: bool = False
+    """fill-mask wraps texts in [CLS] ... [SEP] (how DeepMind's language Perceiver was trained; set by the converter)."""
     row_sparse_backward: bool = True
     """When logits of all positions are computed in training, backpropagate through the decoder only at positions
     whose logits receive gradient (exact; much faster when the loss covers few positions, e.g. the masked ones)."""
@@ -100,6 +102,8 @@ class MaskedLanguageModel(PerceiverIO):
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         encoded = [encode_masked(text) for text in texts]
+        if self.config.special_tokens:
+            encoded = [[CLS_ID, *ids, SEP_ID] for ids in encoded]
         for text, ids in zip(texts, encoded):
             if len(ids) > self.config.max_seq_len:
                 raise ValueError(f"text of {len(ids)} bytes is longer than max_seq_len {self.config.max_seq_len}")
@@ -160,7 +164,7 @@ def _candidate(ids: List[int], masked: List[int], fill: List[int], score: float)
     filled = list(ids)
     for position, token in zip(masked, fill):
         filled[position] = token
-    return Candidate(tokenizer.decode(filled), tokenizer.decode(fill), math.exp(score))
+    return Candidate(tokenizer.decode(filled), tokenizer.decode(fill), math.exp(score))  # decode drops [CLS]/[SEP]
 
 
 # -------------------------------------------------------------------------------------------------------------
