@@ -1,6 +1,7 @@
 """Generate text from a trained Perceiver AR model: from a Lightning checkpoint or an exported model directory.
 
-    python examples/generate.py runs/quickstart/checkpoints/last.ckpt --prompt "A man was reading a book on a sunny day until he sudden"
+    python examples/generate.py runs/quickstart/checkpoints/last.ckpt \
+        --prompt "A man was reading a book on a sunny day until he sudden"
 """
 
 import argparse

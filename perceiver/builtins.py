@@ -129,7 +129,9 @@ SEED_CLM = dict(
 
 @hookimpl
 def register_models(register):
-    register("clm-30m", SEED_CLM, task="clm", description="The 30.6M byte-level Perceiver AR of the getting-started guide")
+    register(
+        "clm-30m", SEED_CLM, task="clm", description="The 30.6M byte-level Perceiver AR of the getting-started guide"
+    )
     register(
         "clm-small",
         dict(max_seq_len=512, max_latents=128, num_channels=256, num_heads=4, num_self_attention_layers=4,

@@ -119,7 +119,8 @@ def _load_ckpt(path: Path) -> Tuple[str, Dict[str, Any], Dict[str, torch.Tensor]
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # corrupt, truncated, or not a torch file
-        raise ModelLoadError(f"cannot read checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0]}") from error
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        raise ModelLoadError(f"cannot read checkpoint {path}: {reason}") from error
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not hparams or "config" not in hparams or "state_dict" not in checkpoint:
         raise ModelLoadError(f"{path} is not a checkpoint written by perceiver training")

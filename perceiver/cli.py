@@ -27,8 +27,7 @@ def _version(value: bool) -> None:
 def create_app(argv: Optional[List[str]] = None) -> typer.Typer:
     """Build the Typer app: built-in commands, ``train <task>`` for every registered task, plugin commands."""
     from perceiver import plugins
-    from perceiver.commands import evaluate, generate, inspect, train
-    from perceiver.commands import convert, fill_mask, predict
+    from perceiver.commands import convert, evaluate, fill_mask, generate, inspect, predict, train
 
     app = typer.Typer(
         name="perceiver",
