@@ -44,7 +44,7 @@ def register_tasks(register):
         "perceiver.tasks.clm:CausalLanguageModel",
         config="perceiver.tasks.clm:CausalLanguageModelConfig",
         description="Causal language modeling with Perceiver AR",
-        lightning="perceiver.tasks.clm:LitCausalLanguageModel",
+        lightning="perceiver.tasks.lightning:LitCausalLanguageModel",
         inputs=("tokens",),
     )
     register(
@@ -52,7 +52,7 @@ def register_tasks(register):
         "perceiver.tasks.mlm:MaskedLanguageModel",
         config="perceiver.tasks.mlm:MaskedLanguageModelConfig",
         description="Masked language modeling with Perceiver IO (byte level, 80/10/10 masking)",
-        lightning="perceiver.tasks.mlm:LitMaskedLanguageModel",
+        lightning="perceiver.tasks.lightning:LitMaskedLanguageModel",
         inputs=("tokens",),
     )
     register(
@@ -60,7 +60,7 @@ def register_tasks(register):
         "perceiver.tasks.clf:Classifier",
         config="perceiver.tasks.clf:ClassifierConfig",
         description="Classification of text or images with Perceiver IO",
-        lightning="perceiver.tasks.clf:LitClassifier",
+        lightning="perceiver.tasks.lightning:LitClassifier",
         inputs=("tokens", "image"),
     )
 

@@ -223,42 +223,33 @@ def _copy_state(source: nn.Module, target: nn.Module, path, what: str, optional:
     target.load_state_dict(new_state)
 
 
-# -------------------------------------------------------------------------------------------------------------
-#  Lightning
-# -------------------------------------------------------------------------------------------------------------
-
-from perceiver.training.lightning import LitTask  # noqa: E402  (Lightning stays out of the model code above)
-
-
-class LitClassifier(LitTask):
-    """Trains a :class:`Classifier`: cross-entropy, accuracy.
-
-    Batches are ``(labels (B,), input_ids (B, N), pad_mask (B, N))`` for text and ``(labels (B,), images (B, H, W,
-    C))`` for images.
-    """
-
-    task_name = "clf"
-    throughput_unit = "items/s"
-    config_class = ClassifierConfig
-    model_class = Classifier
-
-    def __init__(self, config, optimizer=None):
-        super().__init__(config, optimizer)
-        cfg = self.model.config
-        if cfg.encoder_from:
-            init_encoder_from(self.model, cfg.encoder_from)
-        if cfg.freeze_encoder:
-            for module in (self.model.input_adapter, self.model.encoder):
-                for parameter in module.parameters():
-                    parameter.requires_grad_(False)
-
-    @staticmethod
-    def compute(model: Classifier, batch) -> Dict[str, Tensor]:
-        labels, *inputs = batch
-        logits = model(*inputs)
-        loss = F.cross_entropy(logits.float(), labels)
-        accuracy = (logits.argmax(dim=-1) == labels).float().mean()
-        return {"loss": loss, "accuracy": accuracy, "count": torch.tensor(labels.numel(), device=labels.device)}
+def batch_metrics(model: Classifier, batch) -> Dict[str, Tensor]:
+    """Loss and accuracy of a batch ``(labels (B,), input_ids (B, N), pad_mask (B, N))`` (text) or
+    ``(labels (B,), images (B, H, W, C))`` (images)."""
+    labels, *inputs = batch
+    logits = model(*inputs)
+    loss = F.cross_entropy(logits.float(), labels)
+    accuracy = (logits.argmax(dim=-1) == labels).float().mean()
+    return {"loss": loss, "accuracy": accuracy, "count": torch.tensor(labels.numel(), device=labels.device)}
 
 
-__all__ = ["Classifier", "ClassifierConfig", "LitClassifier", "init_encoder_from", "read_model_config"]
+def freeze_encoder(model: Classifier) -> None:
+    """Stop training the input adapter and the encoder (the classic fine-tuning recipe: train the decoder only)."""
+    for module in (model.input_adapter, model.encoder):
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+
+
+def __getattr__(name: str):
+    # the Lightning module lives apart so that importing the model does not import Lightning
+    if name == "LitClassifier":
+        from perceiver.tasks.lightning import LitClassifier
+
+        return LitClassifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "Classifier", "ClassifierConfig", "batch_metrics", "freeze_encoder", "init_encoder_from",
+    "read_model_config",
+]

@@ -204,32 +204,24 @@ class CausalLanguageModel(nn.Module):
                 cache = None
 
 
-# -------------------------------------------------------------------------------------------------------------
-#  Lightning
-# -------------------------------------------------------------------------------------------------------------
-
-from perceiver.training.lightning import LitTask  # noqa: E402  (Lightning stays out of the model code above)
-
-
-class LitCausalLanguageModel(LitTask):
-    """Trains a :class:`CausalLanguageModel`: cross-entropy on the latent positions; logs loss and bits per byte.
-
-    Batches are ``(labels, input_ids, pad_mask)`` with labels -100 where no prediction is wanted.
-    """
-
-    task_name = "clm"
-    throughput_unit = "tok/s"
-    config_class = CausalLanguageModelConfig
-    model_class = CausalLanguageModel
-
-    @staticmethod
-    def compute(model: CausalLanguageModel, batch) -> Dict[str, Tensor]:
-        labels, input_ids, pad_mask = batch
-        num_latents = min(model.config.max_latents, input_ids.shape[1])
-        logits = model(input_ids, prefix_len=input_ids.shape[1] - num_latents, pad_mask=pad_mask)
-        labels = labels[:, -num_latents:]
-        loss = F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=-100)
-        return {"loss": loss, "bpb": loss / math.log(2), "count": (labels != -100).sum()}
+def batch_metrics(model: CausalLanguageModel, batch) -> Dict[str, Tensor]:
+    """Loss and bits per byte of a batch ``(labels, input_ids, pad_mask)``; labels are -100 where no prediction is
+    wanted. Cross-entropy on the latent positions, which are the last ``min(max_latents, N)`` ones."""
+    labels, input_ids, pad_mask = batch
+    num_latents = min(model.config.max_latents, input_ids.shape[1])
+    logits = model(input_ids, prefix_len=input_ids.shape[1] - num_latents, pad_mask=pad_mask)
+    labels = labels[:, -num_latents:]
+    loss = F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=-100)
+    return {"loss": loss, "bpb": loss / math.log(2), "count": (labels != -100).sum()}
 
 
-__all__ = ["CausalLanguageModel", "CausalLanguageModelConfig", "LitCausalLanguageModel"]
+def __getattr__(name: str):
+    # the Lightning module lives apart so that importing the model does not import Lightning
+    if name == "LitCausalLanguageModel":
+        from perceiver.tasks.lightning import LitCausalLanguageModel
+
+        return LitCausalLanguageModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["CausalLanguageModel", "CausalLanguageModelConfig", "batch_metrics"]

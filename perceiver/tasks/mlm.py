@@ -230,49 +230,38 @@ def selected_positions(labels: Tensor) -> Tuple[Tensor, Tensor]:
     return order.masked_fill(~valid, 0), valid
 
 
-# -------------------------------------------------------------------------------------------------------------
-#  Lightning
-# -------------------------------------------------------------------------------------------------------------
+def batch_metrics(model: MaskedLanguageModel, batch) -> Dict[str, Tensor]:
+    """Loss and masked-token accuracy of a byte-corpus batch ``(labels, input_ids, pad_mask)`` (labels, the
+    next-token targets, are ignored): masks the batch, decodes the masked positions only, cross-entropy on them.
+    Masks are random in training and fixed (seed 0) in eval mode, so validation numbers are comparable."""
+    _, input_ids, pad_mask = batch
+    generator = None
+    if not model.training:
+        generator = torch.Generator(device=input_ids.device).manual_seed(0)
+    corrupted, labels = mask_tokens(input_ids, pad_mask, model.config.mask_prob, model.config.whole_word_masking, generator)
+    positions, valid = selected_positions(labels)
+    logits = model(corrupted, pad_mask, positions)  # (B, Q, V)
+    targets = labels.gather(1, positions).masked_fill(~valid, -100)
+    loss = F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=-100)
+    correct = (logits.argmax(dim=-1) == targets) & valid
+    count = valid.sum()
+    return {"loss": loss, "accuracy": correct.sum() / count.clamp(min=1), "count": count}
 
-from perceiver.training.lightning import LitTask  # noqa: E402  (Lightning stays out of the model code above)
 
+def __getattr__(name: str):
+    # the Lightning module lives apart so that importing the model does not import Lightning
+    if name == "LitMaskedLanguageModel":
+        from perceiver.tasks.lightning import LitMaskedLanguageModel
 
-class LitMaskedLanguageModel(LitTask):
-    """Trains a :class:`MaskedLanguageModel` on byte corpora: masks each batch, decodes the masked positions only,
-    cross-entropy on them; logs loss and masked-token accuracy.
-
-    Batches are those of the byte corpora, ``(labels, input_ids, pad_mask)``; ``labels`` (next-token targets) are
-    ignored. Masks are random in training and fixed (seed 0) in evaluation, so validation numbers are comparable.
-    """
-
-    task_name = "mlm"
-    throughput_unit = "tok/s"
-    config_class = MaskedLanguageModelConfig
-    model_class = MaskedLanguageModel
-
-    @staticmethod
-    def compute(model: MaskedLanguageModel, batch) -> Dict[str, Tensor]:
-        _, input_ids, pad_mask = batch
-        generator = None
-        if not model.training:
-            generator = torch.Generator(device=input_ids.device).manual_seed(0)
-        corrupted, labels = mask_tokens(
-            input_ids, pad_mask, model.config.mask_prob, model.config.whole_word_masking, generator
-        )
-        positions, valid = selected_positions(labels)
-        logits = model(corrupted, pad_mask, positions)  # (B, Q, V)
-        targets = labels.gather(1, positions).masked_fill(~valid, -100)
-        loss = F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=-100)
-        correct = (logits.argmax(dim=-1) == targets) & valid
-        count = valid.sum()
-        return {"loss": loss, "accuracy": correct.sum() / count.clamp(min=1), "count": count}
+        return LitMaskedLanguageModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "Candidate",
-    "LitMaskedLanguageModel",
     "MaskedLanguageModel",
     "MaskedLanguageModelConfig",
+    "batch_metrics",
     "encode_masked",
     "mask_tokens",
     "selected_positions",
