@@ -61,8 +61,13 @@ def test_masked_lm_logits_match_with_padding():
     with torch.no_grad():
         expected = hf(inputs=ids, attention_mask=attention_mask).logits[:, :30]  # HF always decodes 40 positions
         got = ours(ids, attention_mask == 0)
+        # in float64 rounding cannot hide a difference: the two compute the same function
+        expected_64 = hf.double()(inputs=ids, attention_mask=attention_mask).logits[:, :30]
+        got_64 = ours.double()(ids, attention_mask == 0)
     assert expected.abs().max() > 1.0
-    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+    # fp32 logits reach ~18 here, where 1e-5 is a few ulps: summation order (BLAS kernels differ by CPU) shows
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-6)
+    assert torch.allclose(got_64, expected_64, atol=1e-10, rtol=0)
 
 
 def test_image_classifier_logits_match_on_raw_pixels():

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from perceiver.core.linear import linear
+
 Rotary = Tuple[Tensor, Tensor]  # (cos, sin), each (B, 1, N, R): rotary angles of N positions
 
 
@@ -45,15 +47,38 @@ def attend_mask(
     return mask
 
 
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate channel pairs ``(i, i + R/2)`` of the first ``R`` channels of ``x`` by the angles of ``cos``/``sin``."""
+    half = cos.shape[-1] // 2
+    cos, sin = cos[..., :half].to(x.dtype), sin[..., :half].to(x.dtype)  # the tables repeat for the second half
+    x1, x2, x_pass = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
+    return torch.cat((torch.addcmul(x1 * cos, x2, sin, value=-1), torch.addcmul(x2 * cos, x1, sin), x_pass), dim=-1)
+
+
+class _RotaryRotation(torch.autograd.Function):
+    """A rotation's gradient is the rotation by the opposite angles, so the backward pass needs only the angles:
+    autograd would otherwise keep the unrotated queries and keys as well as the rotated ones."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        cos, sin = ctx.saved_tensors
+        return _rotate(grad, cos, -sin), None, None
+
+
 def apply_rotary(x: Tensor, rotary: Rotary) -> Tensor:
-    """Rotate the first ``R`` channels of each head of ``x`` (B, H, N, D) by the angles in ``rotary`` (B, 1, N, R)."""
+    """Rotate the first ``R`` channels of each head of ``x`` (B, H, N, D) by the angles in ``rotary`` (B, 1, N, R).
+
+    The angles are position tables and get no gradient.
+    """
     cos, sin = rotary
-    num_rotary = cos.shape[-1]
-    x_rot, x_pass = x[..., :num_rotary], x[..., num_rotary:]
-    x1, x2 = x_rot.chunk(2, dim=-1)
-    rotated_half = torch.cat((-x2, x1), dim=-1)
-    x_rot = x_rot * cos + rotated_half * sin
-    return torch.cat((x_rot, x_pass), dim=-1)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _RotaryRotation.apply(x, cos, sin)
+    return _rotate(x, cos, sin)
 
 
 class KVCache:
@@ -158,9 +183,9 @@ class MultiHeadAttention(nn.Module):
         :param kv_cache: cache to append the new keys/values to
         :return: (B, Q, Cout)
         """
-        q = self._heads(self.q_proj(x_q), self.qk_head_dim)  # (B, H, Q, Dqk)
-        k = self._heads(self.k_proj(x_kv), self.qk_head_dim)  # (B, H, K, Dqk)
-        v = self._heads(self.v_proj(x_kv), self.v_head_dim)  # (B, H, K, Dv)
+        q = self._heads(_project(self.q_proj, x_q), self.qk_head_dim)  # (B, H, Q, Dqk)
+        k = self._heads(_project(self.k_proj, x_kv), self.qk_head_dim)  # (B, H, K, Dqk)
+        v = self._heads(_project(self.v_proj, x_kv), self.v_head_dim)  # (B, H, K, Dv)
         if rotary_q is not None:
             q = apply_rotary(q, rotary_q)
         if rotary_k is not None:
@@ -175,4 +200,8 @@ class MultiHeadAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend_mask, dropout_p=dropout, is_causal=is_causal)
         out = out.transpose(1, 2).reshape(out.shape[0], x_q.shape[1], -1)  # (B, Q, H * Dv); x_q may be (1, Q, Cq)
-        return self.o_proj(out)
+        return _project(self.o_proj, out)
+
+
+def _project(layer: nn.Linear, x: Tensor) -> Tensor:
+    return linear(x, layer.weight, layer.bias)

@@ -97,12 +97,12 @@ class PerceiverAR(nn.Module):
         batch_size = x.shape[0]
         keep = torch.rand(batch_size, prefix_len, device=x.device).topk(num_keep, dim=1).indices  # (B, P_keep)
         keep = torch.cat([keep, torch.arange(prefix_len, x.shape[1], device=x.device).expand(batch_size, -1)], dim=1)
-        x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[2]))
+        rows = torch.arange(batch_size, device=x.device)[:, None]  # (B, 1)
+        x = x[rows, keep]  # indexing, unlike gather, does not keep x (B, N, C) for the backward pass
         if pad_mask is not None:
-            pad_mask = pad_mask.gather(1, keep)
+            pad_mask = pad_mask[rows, keep]
         if rotary is not None:
-            index = keep[:, None, :, None].expand(-1, 1, -1, rotary[0].shape[-1])
-            rotary = (rotary[0].gather(2, index), rotary[1].gather(2, index))
+            rotary = (rotary[0][rows, :, keep].transpose(1, 2), rotary[1][rows, :, keep].transpose(1, 2))
         return x, pad_mask, rotary
 
     def forward(
