@@ -200,3 +200,99 @@ def test_plan_takes_classes_and_image_shape_from_the_data_set():
     assert plan.model_config.class_names[0] == "business" and plan.data_config.max_seq_len == 48
     plan = plan_training("clf", "bbc-news", preset="clf-tiny", options={"model": {"num_classes": "5"}})
     assert plan.model_config.num_classes == 5
+
+
+# The hub is unreachable here: the online loaders get data sets built locally with the `datasets` library, in the
+# layout the hub serves, so that everything after `load_dataset` runs as it does for users.
+
+
+def _hub_stand_in(monkeypatch, expected_name, dataset_dict):
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def load_dataset(name, split=None, **kwargs):
+        assert name == expected_name
+        calls.append(split)
+        return dataset_dict[split] if split else dataset_dict
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def test_mnist_loader_converts_the_hub_layout_once_and_caches_it(monkeypatch, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from PIL import Image
+
+    from perceiver.data.image import ImageDataConfig, MnistDataModule
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        pixels = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
+        rows = {"image": [Image.fromarray(p) for p in pixels], "label": [i % 10 for i in range(n)]}
+        return datasets.Dataset.from_dict(rows, features=features), pixels
+
+    (train, train_pixels), (test, test_pixels) = split(30), split(12)
+    calls = _hub_stand_in(monkeypatch, "ylecun/mnist", datasets.DatasetDict(train=train, test=test))
+    data = MnistDataModule(ImageDataConfig(batch_size=5, cache_dir=str(tmp_path)))
+    train_x, train_y, val_x, val_y = data.arrays()
+    assert train_x.shape == (30, 28, 28, 1) and val_x.shape == (12, 28, 28, 1)
+    assert np.array_equal(train_x[..., 0], train_pixels) and np.array_equal(val_x[..., 0], test_pixels)
+    assert train_y.tolist() == [i % 10 for i in range(30)]
+    data.arrays()  # a second use reads the cache
+    assert len(calls) == 1
+    batches = list(data.val_dataloader())
+    assert all(images.dtype == torch.uint8 for _, images in batches)
+    assert torch.cat([labels for labels, _ in batches]).tolist() == [i % 10 for i in range(12)]  # each digit once
+
+
+def test_imdb_loader_reads_both_splits_and_cleans_line_breaks(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    from perceiver.data.textclf import ImdbDataModule, TextClassificationDataConfig
+
+    def split(texts):
+        return datasets.Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(len(texts))]})
+
+    hub = datasets.DatasetDict(
+        train=split(["bad film<br />really", "great", "dull", "fun"]), test=split(["meh", "loved it<br />yes"])
+    )
+    calls = _hub_stand_in(monkeypatch, "stanfordnlp/imdb", hub)
+    data = ImdbDataModule(TextClassificationDataConfig(max_seq_len=16, batch_size=4))
+    data.setup()
+    assert sorted(calls) == ["test", "train"]
+    assert len(data.train_set) == 4 and len(data.val_set) == 2
+    assert bytes(t - 6 for t in data.train_set[0][1].tolist()) == b"bad film\nreally"
+    assert [label for label, _ in data.val_set.items] == [0, 1]
+    assert ImdbDataModule.model_facts()["class_names"] == ["neg", "pos"]
+
+
+def test_online_loaders_without_the_hub_say_what_to_use_instead(monkeypatch, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from perceiver.data.corpus import DataError
+    from perceiver.data.image import ImageDataConfig, MnistDataModule
+    from perceiver.data.textclf import ImdbDataModule
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(DataError, match="mnist-offline"):
+        MnistDataModule(ImageDataConfig(cache_dir=str(tmp_path))).arrays()
+    with pytest.raises(DataError, match="bbc-news"):
+        ImdbDataModule().setup()
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_classification_validation_is_split_exactly_between_ranks(world_size):
+    from perceiver.data.distributed import EvenBatchSampler
+    from perceiver.data.textclf import BbcNewsDataModule, TextClassificationDataConfig
+
+    data = BbcNewsDataModule(TextClassificationDataConfig(max_seq_len=32, batch_size=16))
+    data.setup()
+    seen = []
+    for rank in range(world_size):
+        sampler = EvenBatchSampler(data.val_set, 16, num_replicas=world_size, rank=rank)
+        seen.extend(i for batch in sampler for i in batch)
+    assert sorted(seen) == list(range(len(data.val_set)))  # every article once: no repeats, none dropped
+    assert isinstance(data.val_dataloader().sampler, EvenBatchSampler)

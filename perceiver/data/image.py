@@ -11,14 +11,14 @@ import gzip
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from perceiver.data.corpus import DataError, cache_key, cache_root
+from perceiver.data.labelled import LabelledDataModule
 
 
 @dataclass
@@ -41,58 +41,28 @@ class ImageDataConfig:
 Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train images, train labels, val images, val labels
 
 
-class ImageClassificationDataModule(pl.LightningDataModule):
+class ImageClassificationDataModule(LabelledDataModule):
     """Base of the image data modules: subclasses set ``class_names`` and ``image_shape`` and implement ``arrays()``
     (uint8 images (N, H, W, C) and int64 labels for both splits)."""
 
     name = "images"
-    class_names: List[str] = []
+    config_class = ImageDataConfig
     image_shape: Tuple[int, int, int] = (0, 0, 0)
-
-    def __init__(self, config: Optional[ImageDataConfig] = None, **overrides: Any):
-        super().__init__()
-        if config is None:
-            config = ImageDataConfig(**overrides)
-        elif overrides:
-            raise TypeError("give either a config or keyword options, not both")
-        self.config = config
-        self.train_set: Optional[TensorDataset] = None
-        self.val_set: Optional[TensorDataset] = None
 
     @classmethod
     def model_facts(cls, config: Optional[ImageDataConfig] = None) -> Dict[str, Any]:
         """Model options this data set decides: classes and image shape."""
-        return {"num_classes": len(cls.class_names), "class_names": list(cls.class_names),
-                "image_shape": list(cls.image_shape)}
+        return {**super().model_facts(config), "image_shape": list(cls.image_shape)}
 
     def arrays(self) -> Arrays:
         raise NotImplementedError
 
-    def setup(self, stage: Optional[str] = None) -> None:
-        if self.train_set is not None:
-            return
+    def build_datasets(self) -> Tuple[TensorDataset, TensorDataset]:
         train_x, train_y, val_x, val_y = self.arrays()
-        self.train_set = TensorDataset(torch.from_numpy(train_y).long(), torch.from_numpy(train_x))
-        self.val_set = TensorDataset(torch.from_numpy(val_y).long(), torch.from_numpy(val_x))
-
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.config.seed) if shuffle else None
-        return DataLoader(
-            dataset,
-            batch_size=self.config.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=self.config.num_workers,
-            persistent_workers=self.config.num_workers > 0,
+        return (
+            TensorDataset(torch.from_numpy(train_y).long(), torch.from_numpy(train_x)),
+            TensorDataset(torch.from_numpy(val_y).long(), torch.from_numpy(val_x)),
         )
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(self.val_set, shuffle=False)
 
 
 DIGITS = [str(i) for i in range(10)]

@@ -10,13 +10,13 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Iterable, List, Tuple
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from perceiver.data.corpus import DataError
+from perceiver.data.labelled import LabelledDataModule
 from perceiver.data.tokenizer import PAD_ID, ByteTokenizer
 
 
@@ -69,53 +69,19 @@ def collate_labelled(items) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return labels, input_ids, pad_mask
 
 
-class TextClassificationDataModule(pl.LightningDataModule):
+class TextClassificationDataModule(LabelledDataModule):
     """Base: subclasses set ``class_names`` and implement ``examples(split) -> iterable of (label, text)``."""
 
     name = "texts"
-    class_names: List[str] = []
-
-    def __init__(self, config: Optional[TextClassificationDataConfig] = None, **overrides: Any):
-        super().__init__()
-        if config is None:
-            config = TextClassificationDataConfig(**overrides)
-        elif overrides:
-            raise TypeError("give either a config or keyword options, not both")
-        self.config = config
-        self.train_set: Optional[LabelledTexts] = None
-        self.val_set: Optional[LabelledTexts] = None
-
-    @classmethod
-    def model_facts(cls, config: Optional[TextClassificationDataConfig] = None) -> Dict[str, Any]:
-        return {"num_classes": len(cls.class_names), "class_names": list(cls.class_names)}
+    config_class = TextClassificationDataConfig
+    collate = staticmethod(collate_labelled)
 
     def examples(self, split: str) -> Iterable[Tuple[int, str]]:
         raise NotImplementedError
 
-    def setup(self, stage: Optional[str] = None) -> None:
-        if self.train_set is None:
-            self.train_set = LabelledTexts(self.examples("train"), self.config.max_seq_len)
-            self.val_set = LabelledTexts(self.examples("val"), self.config.max_seq_len)
-
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.config.seed) if shuffle else None
-        return DataLoader(
-            dataset,
-            batch_size=self.config.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            collate_fn=collate_labelled,
-            num_workers=self.config.num_workers,
-            persistent_workers=self.config.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(self.val_set, shuffle=False)
+    def build_datasets(self) -> Tuple[LabelledTexts, LabelledTexts]:
+        max_seq_len = self.config.max_seq_len
+        return LabelledTexts(self.examples("train"), max_seq_len), LabelledTexts(self.examples("val"), max_seq_len)
 
 
 class ImdbDataModule(TextClassificationDataModule):
