@@ -134,7 +134,7 @@ def register_models(register):
     )
     register(
         "clm-small",
-        dict(max_seq_len=512, max_latents=128, num_channels=256, num_heads=4, num_self_attention_layers=4,
+        dict(max_seq_len=512, max_latents=256, num_channels=256, num_heads=4, num_self_attention_layers=4,
              cross_attention_dropout=0.25),
         task="clm",
         description="4.1M Perceiver AR that trains on a CPU in minutes (the quickstart model)",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Trains the small byte-level Perceiver AR on the offline Wikipedia corpus (a few minutes on a laptop CPU),
+# Trains the small byte-level Perceiver AR on the offline Wikipedia corpus (about 6 minutes on 2 CPU cores),
 # then continues a prompt with it. Output: runs/quickstart/ (checkpoints, logs, exported model).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

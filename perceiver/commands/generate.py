@@ -13,7 +13,11 @@ def generate(
     model: Path = typer.Option(..., "--model", "-m", help="Model directory, training output directory or .ckpt file."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="Text to continue."),
     num_tokens: int = typer.Option(256, "--num-tokens", "-n", help="Number of bytes to generate."),
-    num_latents: int = typer.Option(1, "--num-latents", help="Latent positions to start with (1..max_latents)."),
+    num_latents: Optional[int] = typer.Option(
+        None, "--num-latents",
+        help="Latent positions to start with (1..max_latents). Default: every prompt byte up to max_latents, the "
+        "layout the model was trained on.",
+    ),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample from the k most likely bytes."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling threshold in (0, 1]."),
     temperature: float = typer.Option(1.0, "--temperature", "-t", help="Softmax temperature; 0 = greedy."),
@@ -37,6 +41,8 @@ def generate(
 
     lm = load_model(model, task="clm", map_location=device)
     max_latents, max_seq_len = lm.config.max_latents, lm.config.max_seq_len
+    if num_latents is None:
+        num_latents = max_latents  # generate() keeps it to the prompt's length
     if not 1 <= num_latents <= max_latents:
         raise typer.BadParameter(f"must be in 1..{max_latents} (the model's max_latents), got {num_latents}",
                                  param_hint="--num-latents")
