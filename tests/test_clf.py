@@ -296,3 +296,17 @@ def test_classification_validation_is_split_exactly_between_ranks(world_size):
         seen.extend(i for batch in sampler for i in batch)
     assert sorted(seen) == list(range(len(data.val_set)))  # every article once: no repeats, none dropped
     assert isinstance(data.val_dataloader().sampler, EvenBatchSampler)
+
+
+def test_training_reads_random_windows_of_long_texts_and_validation_their_start():
+    from perceiver.data.textclf import LabelledTexts
+
+    text = "".join(chr(ord("a") + i % 26) for i in range(40))
+    decode = lambda ids: bytes(i - 6 for i in ids.tolist()).decode()  # noqa: E731
+    training = LabelledTexts([(3, text), (1, "short")], max_seq_len=8, random_crop=True)
+    windows = {decode(training[0][1]) for _ in range(60)}
+    assert len(windows) > 10 and all(len(w) == 8 and w in text for w in windows)
+    label, ids = training[1]
+    assert label == 1 and decode(ids) == "short"  # shorter texts are whole
+    validation = LabelledTexts([(3, text)], max_seq_len=8)
+    assert {decode(validation[0][1]) for _ in range(5)} == {text[:8]}

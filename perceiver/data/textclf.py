@@ -1,6 +1,8 @@
 """Text classification data: IMDB reviews from the Hugging Face hub, and BBC News articles that need no network.
 
-Texts become byte token ids cut to their first ``max_seq_len`` bytes. Batches are right-padded:
+Texts become byte token ids. Training reads a random window of ``max_seq_len`` bytes of each longer text (a new one
+every epoch: more distinct examples from few documents); validation reads the first ``max_seq_len`` bytes.
+Batches are right-padded:
 ``(labels (B,), input_ids (B, N), pad_mask (B, N))``. Like the image data modules, each module exposes
 ``model_facts(config)`` (number of classes and their names).
 """
@@ -23,7 +25,9 @@ from perceiver.data.tokenizer import PAD_ID, ByteTokenizer
 @dataclass
 class TextClassificationDataConfig:
     max_seq_len: int = 512
-    """Texts are cut to their first max_seq_len bytes; set from the model's max_seq_len by the trainer."""
+    """Bytes the model reads of each text; set from the model's max_seq_len by the trainer."""
+    random_crop: bool = True
+    """Train on a random max_seq_len-byte window of each longer text (False: always its first bytes)."""
     batch_size: int = 32
     val_fraction: float = 0.2
     """Share of documents held out for validation (bbc-news; imdb validates on its test split)."""
@@ -38,23 +42,32 @@ class TextClassificationDataConfig:
 
 
 class LabelledTexts(Dataset):
-    """(label, token ids) pairs; ids are cut to ``max_seq_len``."""
+    """(label, token ids) pairs: the first ``max_seq_len`` ids of each text, or with ``random_crop`` a window of
+    ``max_seq_len`` ids at a random offset, drawn anew at every access."""
 
-    def __init__(self, examples: Iterable[Tuple[int, str]], max_seq_len: int):
+    def __init__(self, examples: Iterable[Tuple[int, str]], max_seq_len: int, random_crop: bool = False):
         tokenizer = ByteTokenizer()
+        self.max_seq_len = max_seq_len
+        self.random_crop = random_crop
         self.items: List[Tuple[int, torch.Tensor]] = []
         for label, text in examples:
-            ids = tokenizer.encode(text)[:max_seq_len]
+            ids = tokenizer.encode(text)
+            if not random_crop:
+                ids = ids[:max_seq_len]
             if ids:
-                self.items.append((int(label), torch.tensor(ids, dtype=torch.long)))
+                self.items.append((int(label), torch.tensor(ids, dtype=torch.int16)))  # ids < 262
         if not self.items:
             raise DataError("the data set holds no non-empty text")
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int):
-        return self.items[index]
+    def __getitem__(self, index: int) -> Tuple[int, torch.Tensor]:
+        label, ids = self.items[index]
+        start = 0
+        if self.random_crop and len(ids) > self.max_seq_len:
+            start = int(torch.randint(len(ids) - self.max_seq_len + 1, ()))
+        return label, ids[start : start + self.max_seq_len].long()
 
 
 def collate_labelled(items) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -80,8 +93,11 @@ class TextClassificationDataModule(LabelledDataModule):
         raise NotImplementedError
 
     def build_datasets(self) -> Tuple[LabelledTexts, LabelledTexts]:
-        max_seq_len = self.config.max_seq_len
-        return LabelledTexts(self.examples("train"), max_seq_len), LabelledTexts(self.examples("val"), max_seq_len)
+        cfg = self.config
+        return (
+            LabelledTexts(self.examples("train"), cfg.max_seq_len, random_crop=cfg.random_crop),
+            LabelledTexts(self.examples("val"), cfg.max_seq_len),
+        )
 
 
 class ImdbDataModule(TextClassificationDataModule):
