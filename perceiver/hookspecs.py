@@ -12,12 +12,14 @@ hookimpl = pluggy.HookimplMarker("perceiver")
 
 @hookspec
 def register_adapters(register):
-    """Register input adapters: ``register(name, factory, config=ConfigClass, description=..., modality=..., input=...)``."""
+    """Register input adapters:
+    ``register(name, factory, config=ConfigClass, description=..., modality=..., input=...)``."""
 
 
 @hookspec
 def register_tasks(register):
-    """Register tasks: ``register(name, model_class, config=ConfigClass, description=..., lightning=..., inputs=(...))``."""
+    """Register tasks:
+    ``register(name, model_class, config=ConfigClass, description=..., lightning=..., inputs=(...))``."""
 
 
 @hookspec

@@ -11,7 +11,9 @@ import typer
 def evaluate(
     model: Path = typer.Option(..., "--model", "-m", help="Model directory, training output directory or .ckpt file."),
     data: str = typer.Option(..., "--data", "-d", help="Registered data set (see `perceiver list datasets`)."),
-    data_path: Optional[str] = typer.Option(None, "--data-path", help="File or directory for data sets that read files."),
+    data_path: Optional[str] = typer.Option(
+        None, "--data-path", help="File or directory for data sets that read files."
+    ),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size."),
     max_batches: Optional[int] = typer.Option(None, "--max-batches", help="Evaluate at most this many batches."),
     sets: List[str] = typer.Option([], "--set", help="Data option as key=value (repeatable)."),

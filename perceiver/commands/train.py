@@ -21,15 +21,91 @@ def _fixed_parameters() -> List[inspect.Parameter]:
 
     panel = "Components"
     return [
-        param("data", Annotated[Optional[str], typer.Option("--data", "-d", help="Registered data set (see `perceiver list datasets`).", rich_help_panel=panel)]),
-        param("adapter", Annotated[Optional[str], typer.Option("--adapter", help="Input adapter (default: the data set's).", rich_help_panel=panel)]),
-        param("preset", Annotated[Optional[str], typer.Option("--model", help="Model preset, e.g. clm-30m (see `perceiver list models`).", rich_help_panel=panel)]),
-        param("config_file", Annotated[Optional[str], typer.Option("--config", help="YAML file with sections model, adapter, data, optimizer, trainer.", rich_help_panel=panel)]),
-        param("sets", Annotated[List[str], typer.Option("--set", help="Any option as \\[section.]key=value, e.g. adapter.rotary_fraction=0.25 (repeatable).", rich_help_panel=panel)], default=[]),
-        param("resume", Annotated[bool, typer.Option("--resume", help="Continue the run in --output-dir from its last checkpoint.", rich_help_panel=panel)], default=False),
-        param("data__data_path", Annotated[Optional[str], typer.Option("--data-path", help="File or directory for data sets that read files (data set text).", rich_help_panel="Data")]),
-        param("data__batch_size", Annotated[Optional[str], typer.Option("--batch-size", metavar="INT", help="Batch size per device.", rich_help_panel="Data")]),
-        param("data__num_workers", Annotated[Optional[str], typer.Option("--num-workers", metavar="INT", help="Data loader worker processes.", rich_help_panel="Data")]),
+        param(
+            "data",
+            Annotated[
+                Optional[str],
+                typer.Option(
+                    "--data", "-d", help="Registered data set (see `perceiver list datasets`).", rich_help_panel=panel
+                ),
+            ],
+        ),
+        param(
+            "adapter",
+            Annotated[
+                Optional[str],
+                typer.Option("--adapter", help="Input adapter (default: the data set's).", rich_help_panel=panel),
+            ],
+        ),
+        param(
+            "preset",
+            Annotated[
+                Optional[str],
+                typer.Option(
+                    "--model", help="Model preset, e.g. clm-30m (see `perceiver list models`).", rich_help_panel=panel
+                ),
+            ],
+        ),
+        param(
+            "config_file",
+            Annotated[
+                Optional[str],
+                typer.Option(
+                    "--config",
+                    help="YAML file with sections model, adapter, data, optimizer, trainer.",
+                    rich_help_panel=panel,
+                ),
+            ],
+        ),
+        param(
+            "sets",
+            Annotated[
+                List[str],
+                typer.Option(
+                    "--set",
+                    help="Any option as \\[section.]key=value, e.g. adapter.rotary_fraction=0.25 (repeatable).",
+                    rich_help_panel=panel,
+                ),
+            ],
+            default=[],
+        ),
+        param(
+            "resume",
+            Annotated[
+                bool,
+                typer.Option(
+                    "--resume", help="Continue the run in --output-dir from its last checkpoint.", rich_help_panel=panel
+                ),
+            ],
+            default=False,
+        ),
+        param(
+            "data__data_path",
+            Annotated[
+                Optional[str],
+                typer.Option(
+                    "--data-path",
+                    help="File or directory for data sets that read files (data set text).",
+                    rich_help_panel="Data",
+                ),
+            ],
+        ),
+        param(
+            "data__batch_size",
+            Annotated[
+                Optional[str],
+                typer.Option("--batch-size", metavar="INT", help="Batch size per device.", rich_help_panel="Data"),
+            ],
+        ),
+        param(
+            "data__num_workers",
+            Annotated[
+                Optional[str],
+                typer.Option(
+                    "--num-workers", metavar="INT", help="Data loader worker processes.", rich_help_panel="Data"
+                ),
+            ],
+        ),
     ]
 
 
@@ -52,7 +128,9 @@ def _generated_parameters(section: str, config_class: type, panel: str, taken: s
         else:
             option = typer.Option(flag, metavar=type_name(tp).upper(), help=help_text, rich_help_panel=panel)
             annotation = Annotated[Optional[str], option]
-        params.append(inspect.Parameter(f"{section}__{name}", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
+        params.append(
+            inspect.Parameter(f"{section}__{name}", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        )
     return params
 
 
@@ -63,7 +141,10 @@ def make_train_command(task: str) -> Callable[..., None]:
 
     entry = registry.get("task", task)
     fixed = _fixed_parameters()
-    taken = {"--data", "--adapter", "--model", "--config", "--set", "--resume", "--data-path", "--batch-size", "--num-workers"}
+    taken = {
+        "--data", "--adapter", "--model", "--config", "--set",
+        "--resume", "--data-path", "--batch-size", "--num-workers",
+    }
     generated = (
         _generated_parameters("model", entry.config_class(), f"Model ({task})", taken)
         + _generated_parameters("optimizer", OptimizerConfig, "Optimizer", taken)

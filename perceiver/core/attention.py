@@ -149,7 +149,9 @@ class MultiHeadAttention(nn.Module):
         v = config.num_v_channels or qk
         out = config.num_output_channels or config.num_q_input_channels
         if qk % config.num_heads or v % config.num_heads:
-            raise ValueError(f"qk channels ({qk}) and v channels ({v}) must be divisible by num_heads ({config.num_heads})")
+            raise ValueError(
+                f"qk channels ({qk}) and v channels ({v}) must be divisible by num_heads ({config.num_heads})"
+            )
         self.num_heads = config.num_heads
         self.qk_head_dim = qk // config.num_heads
         self.v_head_dim = v // config.num_heads

@@ -117,7 +117,9 @@ class PerceiverAR(nn.Module):
         """
         num_latents = x.shape[1] - prefix_len
         if not 0 < num_latents <= self.config.max_latents:
-            raise ValueError(f"number of latents N - prefix_len = {num_latents} must be in 1..{self.config.max_latents}")
+            raise ValueError(
+                f"number of latents N - prefix_len = {num_latents} must be in 1..{self.config.max_latents}"
+            )
         if pad_mask is not None and not pad_mask.any():
             pad_mask = None
         if self.training and prefix_len > 0 and self.config.cross_attention_dropout > 0:

@@ -41,7 +41,9 @@ class RotaryEmbedding(nn.Module):
         return angles.cos(), angles.sin()
 
 
-def fourier_features(spatial_shape: Sequence[int], num_bands: int, max_resolution: Optional[Sequence[int]] = None) -> Tensor:
+def fourier_features(
+    spatial_shape: Sequence[int], num_bands: int, max_resolution: Optional[Sequence[int]] = None
+) -> Tensor:
     """Fourier position features of a grid, as in the Perceiver papers.
 
     Coordinates are spaced evenly in [-1, 1] along each axis; each is encoded by sin/cos of ``pi * f * x`` for

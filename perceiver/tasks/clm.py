@@ -136,7 +136,9 @@ class CausalLanguageModel(nn.Module):
         layout the model was trained on. ``temperature=0`` decodes greedily. The KV cache (``use_cache``) gives
         the same tokens as recomputing every step.
         """
-        steps = self.generate_stream(prompt, pad_mask, num_tokens, num_latents, top_k, top_p, temperature, use_cache, generator)
+        steps = self.generate_stream(
+            prompt, pad_mask, num_tokens, num_latents, top_k, top_p, temperature, use_cache, generator
+        )
         tokens = list(steps)
         if not tokens:
             return prompt.new_empty(prompt.shape[0], 0)

@@ -38,7 +38,8 @@ class MaskedLanguageModelConfig(PerceiverIOOptions):
     whole_word_masking: bool = False
     """Select whole words (runs of non-whitespace bytes) instead of single bytes."""
     special_tokens: bool = False
-    """fill-mask wraps texts in [CLS] ... [SEP] (how DeepMind's language Perceiver was trained; set by the converter)."""
+    """fill-mask wraps texts in [CLS] ... [SEP] (how DeepMind's language Perceiver was trained; set by the
+    converter)."""
     row_sparse_backward: bool = True
     """When logits of all positions are computed in training, backpropagate through the decoder only at positions
     whose logits receive gradient (exact; much faster when the loss covers few positions, e.g. the masked ones)."""
@@ -238,7 +239,9 @@ def batch_metrics(model: MaskedLanguageModel, batch) -> Dict[str, Tensor]:
     generator = None
     if not model.training:
         generator = torch.Generator(device=input_ids.device).manual_seed(0)
-    corrupted, labels = mask_tokens(input_ids, pad_mask, model.config.mask_prob, model.config.whole_word_masking, generator)
+    corrupted, labels = mask_tokens(
+        input_ids, pad_mask, model.config.mask_prob, model.config.whole_word_masking, generator
+    )
     positions, valid = selected_positions(labels)
     logits = model(corrupted, pad_mask, positions)  # (B, Q, V)
     targets = labels.gather(1, positions).masked_fill(~valid, -100)

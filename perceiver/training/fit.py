@@ -1,7 +1,7 @@
 """Run a :class:`~perceiver.training.plan.TrainPlan` with the Lightning Trainer, on one device or many.
 
-Layout of ``output_dir``: ``checkpoints/last.ckpt`` (rewritten atomically every ``val_check_interval`` steps and at the end),
-``logs/`` (CSV or TensorBoard) and, at the end, ``model/`` (``config.json`` + ``model.safetensors``).
+Layout of ``output_dir``: ``checkpoints/last.ckpt`` (rewritten atomically every ``val_check_interval`` steps and at
+the end), ``logs/`` (CSV or TensorBoard) and, at the end, ``model/`` (``config.json`` + ``model.safetensors``).
 
 Scaling out is Lightning's: ``strategy`` ddp or fsdp, ``devices`` processes per machine, ``num_nodes`` machines
 (docs/distributed.md). Requests that cannot work here (more devices than exist, FSDP or 16-mixed without CUDA)

@@ -25,8 +25,8 @@ class LitTask(pl.LightningModule):
 
     Subclasses set ``task_name``, ``config_class``, ``model_class`` and implement ``compute(model, batch) -> dict``
     with ``loss`` and ``count`` (how many predictions the batch holds, the weight of its metrics); other entries are
-    logged as ``val_<key>``. ``compute`` is static so that ``perceiver eval`` uses it on a loaded model. Hyperparameters are stored as
-    plain dicts so that checkpoints load with ``torch.load(weights_only=True)``.
+    logged as ``val_<key>``. ``compute`` is static so that ``perceiver eval`` uses it on a loaded model.
+    Hyperparameters are stored as plain dicts so that checkpoints load with ``torch.load(weights_only=True)``.
     """
 
     task_name: str = ""
@@ -36,7 +36,9 @@ class LitTask(pl.LightningModule):
     fsdp_units: Tuple[type, ...] = (CrossAttentionLayer, SelfAttentionLayer)
     """Layer classes that ``--strategy fsdp`` shards as one unit each."""
 
-    def __init__(self, config: Union[Dict[str, Any], Any], optimizer: Union[Dict[str, Any], OptimizerConfig, None] = None):
+    def __init__(
+        self, config: Union[Dict[str, Any], Any], optimizer: Union[Dict[str, Any], OptimizerConfig, None] = None
+    ):
         super().__init__()
         if not isinstance(config, self.config_class):
             config = self.config_class(**config)

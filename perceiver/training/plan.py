@@ -75,7 +75,9 @@ def load_yaml(path: str) -> Dict[str, Any]:
         raise PlanError(f"config file {path} must hold a mapping of sections, got {type(content).__name__}")
     unknown = sorted(set(content) - set(SECTIONS) - {"task"})
     if unknown:
-        raise PlanError(f"config file {path}: unknown section(s) {', '.join(unknown)}; sections are task, {', '.join(SECTIONS)}")
+        raise PlanError(
+            f"config file {path}: unknown section(s) {', '.join(unknown)}; sections are task, {', '.join(SECTIONS)}"
+        )
     return content
 
 
@@ -183,7 +185,9 @@ def plan_training(
                 close = difflib.get_close_matches(key, every, n=1)
                 raise OptionError(f"unknown option {key!r}" + (f" (did you mean {close[0]}?)" if close else ""))
             if len(owners) > 1 and "model" not in owners:
-                raise OptionError(f"option {key!r} is ambiguous: write one of {', '.join(f'{o}.{key}' for o in owners)}")
+                raise OptionError(
+                    f"option {key!r} is ambiguous: write one of {', '.join(f'{o}.{key}' for o in owners)}"
+                )
             section = "model" if "model" in owners else owners[0]
         if section not in SECTIONS:
             raise OptionError(f"unknown section {section!r} in --set; sections are {', '.join(SECTIONS)}")
