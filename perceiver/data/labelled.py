@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from perceiver.data import config_from
 from perceiver.data.distributed import evaluation_loader
 
 
@@ -26,11 +27,7 @@ class LabelledDataModule(pl.LightningDataModule):
 
     def __init__(self, config: Optional[Any] = None, **overrides: Any):
         super().__init__()
-        if config is None:
-            config = self.config_class(**overrides)
-        elif overrides:
-            raise TypeError("give either a config or keyword options, not both")
-        self.config = config
+        self.config = config_from(self.config_class, config, overrides)
         self.train_set: Optional[Dataset] = None
         self.val_set: Optional[Dataset] = None
 

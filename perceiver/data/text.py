@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from perceiver.data import config_from
 from perceiver.data.corpus import (
     DataError,
     FixedWindowDataset,
@@ -64,11 +65,7 @@ class ByteCorpusDataModule(pl.LightningDataModule):
 
     def __init__(self, config: Optional[TextDataConfig] = None, **overrides: Any):
         super().__init__()
-        if config is None:
-            config = TextDataConfig(**overrides)
-        elif overrides:
-            raise TypeError("give either a config or keyword options, not both")
-        self.config = config
+        self.config = config_from(TextDataConfig, config, overrides)
         self.train_set: Optional[RandomWindowDataset] = None
         self.val_set: Optional[FixedWindowDataset] = None
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from perceiver.data import config_from
 from perceiver.data.corpus import DataError, FixedWindowDataset, RandomWindowDataset, collate_windows
 from perceiver_audio import mulaw, synth
 from perceiver_audio.wav import WavError, read_wav, resample
@@ -82,11 +83,7 @@ class AudioDataModule(pl.LightningDataModule):
 
     def __init__(self, config: Optional[AudioDataConfig] = None, **overrides):
         super().__init__()
-        if config is None:
-            config = self.config_class(**overrides)
-        elif overrides:
-            raise TypeError("give either a config or keyword options, not both")
-        self.config = config
+        self.config = config_from(self.config_class, config, overrides)
         self.train_set: Optional[RandomWindowDataset] = None
         self.val_set: Optional[FixedWindowDataset] = None
 
