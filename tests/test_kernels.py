@@ -86,3 +86,42 @@ def test_few_row_linear_equals_f_linear(rows):
             assert torch.allclose(linear(x, odd), F.linear(x, odd), atol=1e-5)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_norm_linears_gradients_equal_those_of_layer_norm_then_linear():
+    from perceiver.core.linear import norm_linears
+
+    torch.manual_seed(0)
+    norm = torch.nn.LayerNorm(8).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    layers = [torch.nn.Linear(8, 6).double(), torch.nn.Linear(8, 4, bias=False).double()]
+    x = torch.randn(2, 5, 8, dtype=torch.double, requires_grad=True)
+    params = [x, norm.weight, norm.bias, *(p for layer in layers for p in layer.parameters())]
+    grads = [torch.randn(2, 5, 6, dtype=torch.double), torch.randn(2, 5, 4, dtype=torch.double)]
+
+    ours = norm_linears(x, norm, layers)
+    expected = [layer(norm(x)) for layer in layers]
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(ours, expected))
+    for a, b in zip(torch.autograd.grad(ours, params, grads), torch.autograd.grad(expected, params, grads)):
+        assert torch.allclose(a, b, atol=1e-12)
+    # an output that gets no gradient, and frozen parameters
+    layers[0].weight.requires_grad_(False)
+    (first, _) = norm_linears(x, norm, layers)
+    gx, = torch.autograd.grad(first.sum(), x)
+    assert torch.allclose(gx, torch.autograd.grad(layers[0](norm(x)).sum(), x)[0], atol=1e-12)
+
+
+def test_norm_linears_under_autocast_returns_input_dtypes():
+    from perceiver.core.linear import norm_linears
+
+    norm, layer = torch.nn.LayerNorm(8), torch.nn.Linear(8, 4)
+    x = torch.randn(3, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (out,) = norm_linears(x, norm, [layer])
+    out.float().sum().backward()
+    assert out.dtype == torch.bfloat16
+    assert x.grad.dtype == norm.weight.grad.dtype == layer.weight.grad.dtype == layer.bias.grad.dtype == torch.float32
+    reference = layer(norm(x.detach()))
+    assert torch.allclose(out.float(), reference, atol=0.05)

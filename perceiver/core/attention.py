@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from perceiver.core.linear import linear
+from perceiver.core.linear import linear, norm_linears
 
 Rotary = Tuple[Tensor, Tensor]  # (cos, sin), each (B, 1, N, R): rotary angles of N positions
 
@@ -174,6 +174,8 @@ class MultiHeadAttention(nn.Module):
         rotary_q: Optional[Rotary] = None,
         rotary_k: Optional[Rotary] = None,
         kv_cache: Optional[KVCache] = None,
+        q_norm: Optional[nn.LayerNorm] = None,
+        kv_norm: Optional[nn.LayerNorm] = None,
     ) -> Tensor:
         """
         :param x_q: queries input (B, Q, Cq)
@@ -183,11 +185,21 @@ class MultiHeadAttention(nn.Module):
         :param rotary_q: rotary angles of the query positions, (B, 1, Q, R)
         :param rotary_k: rotary angles of the key positions in ``x_kv``, (B, 1, K, R)
         :param kv_cache: cache to append the new keys/values to
+        :param q_norm: LayerNorm applied to ``x_q`` first (pre-LN layers pass theirs, so that the normalised copy is
+            not kept for the backward pass); likewise ``kv_norm`` for ``x_kv``
         :return: (B, Q, Cout)
         """
-        q = self._heads(_project(self.q_proj, x_q), self.qk_head_dim)  # (B, H, Q, Dqk)
-        k = self._heads(_project(self.k_proj, x_kv), self.qk_head_dim)  # (B, H, K, Dqk)
-        v = self._heads(_project(self.v_proj, x_kv), self.v_head_dim)  # (B, H, K, Dv)
+        if q_norm is not None and q_norm is kv_norm and x_q is x_kv:
+            q, k, v = norm_linears(x_q, q_norm, (self.q_proj, self.k_proj, self.v_proj))
+        else:
+            q = norm_linears(x_q, q_norm, (self.q_proj,))[0] if q_norm is not None else _project(self.q_proj, x_q)
+            if kv_norm is not None:
+                k, v = norm_linears(x_kv, kv_norm, (self.k_proj, self.v_proj))
+            else:
+                k, v = _project(self.k_proj, x_kv), _project(self.v_proj, x_kv)
+        q = self._heads(q, self.qk_head_dim)  # (B, H, Q, Dqk)
+        k = self._heads(k, self.qk_head_dim)  # (B, H, K, Dqk)
+        v = self._heads(v, self.v_head_dim)  # (B, H, K, Dv)
         if rotary_q is not None:
             q = apply_rotary(q, rotary_q)
         if rotary_k is not None:

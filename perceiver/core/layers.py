@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from perceiver.core.attention import AttentionConfig, KVCache, MultiHeadAttention, Rotary
-from perceiver.core.linear import linear
+from perceiver.core.linear import linear, norm_linears
 
 
 class _GeluLinear(torch.autograd.Function):
@@ -58,7 +58,8 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(widening_factor * num_channels, num_channels, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return gelu_linear(linear(self.norm(x), self.fc1.weight, self.fc1.bias), self.fc2.weight, self.fc2.bias)
+        (h,) = norm_linears(x, self.norm, (self.fc1,))
+        return gelu_linear(h, self.fc2.weight, self.fc2.bias)
 
 
 class _Checkpointable(nn.Module):
@@ -120,7 +121,8 @@ class CrossAttentionLayer(_Checkpointable):
         kv_cache: Optional[KVCache] = None,
     ) -> Tensor:
         h = self.attention(
-            self.q_norm(x_q), self.kv_norm(x_kv), attend_mask, rotary_q=rotary_q, rotary_k=rotary_k, kv_cache=kv_cache
+            x_q, x_kv, attend_mask, rotary_q=rotary_q, rotary_k=rotary_k, kv_cache=kv_cache,
+            q_norm=self.q_norm, kv_norm=self.kv_norm,
         )
         x = x_q + self.dropout(h) if self.attention_residual else self.dropout(h)
         return x + self.dropout(self.mlp(x))
@@ -164,8 +166,10 @@ class SelfAttentionLayer(_Checkpointable):
         rotary: Optional[Rotary] = None,
         kv_cache: Optional[KVCache] = None,
     ) -> Tensor:
-        h = self.norm(x)
-        h = self.attention(h, h, attend_mask, is_causal=is_causal, rotary_q=rotary, rotary_k=rotary, kv_cache=kv_cache)
+        h = self.attention(
+            x, x, attend_mask, is_causal=is_causal, rotary_q=rotary, rotary_k=rotary, kv_cache=kv_cache,
+            q_norm=self.norm, kv_norm=self.norm,
+        )
         x = x + self.dropout(h)
         return x + self.dropout(self.mlp(x))
 

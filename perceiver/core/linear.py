@@ -1,4 +1,5 @@
-"""``linear``: ``F.linear`` with a faster path for the few-row products of decoding on a CPU.
+"""Linear products: ``linear`` (``F.linear`` with a faster path for the few-row products of decoding on a CPU) and
+``norm_linears`` (LayerNorm then projections, keeping less for the backward pass).
 
 Decoding one token multiplies a handful of rows by every weight matrix of the model, so it streams the weights
 from memory; the speed is that of the matrix-vector kernel. On CPUs, MKL runs that kernel on one thread whatever
@@ -10,11 +11,11 @@ over the batch) reads the same memory, without a copy, about twice as fast. Trai
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 MAX_SPLIT_ROWS = 16
 """Inputs with at most this many rows take the split path (on CPU, without autograd)."""
@@ -37,3 +38,57 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     x_rows = x.reshape(1, rows, in_features).expand(num_groups, rows, in_features)  # (G, rows, in)
     out = torch.bmm(x_rows, groups).transpose(0, 1).reshape(*x.shape[:-1], out_features)  # (..., out)
     return out + bias if bias is not None else out
+
+
+class _NormLinears(torch.autograd.Function):
+    """``[F.linear(layer_norm(x), W_i, b_i) for i]`` that keeps ``x`` instead of ``layer_norm(x)``.
+
+    Every pre-LN layer normalises its input and projects the result; autograd would keep both the input (for the
+    LayerNorm's backward) and the normalised copy (for the projections' weight gradients). The backward pass here
+    recomputes the normalisation, one cheap pass over ``x``. Products run in the dtype of the incoming gradients
+    (that of the autocast forward); gradients come back in the dtypes of the inputs.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, norm_weight: Tensor, norm_bias: Tensor, eps: float, *params: Optional[Tensor]):
+        ctx.eps = eps
+        ctx.save_for_backward(x, norm_weight, norm_bias, *params)
+        normed = F.layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps)
+        return tuple(F.linear(normed, params[i], params[i + 1]) for i in range(0, len(params), 2))
+
+    @staticmethod
+    def backward(ctx, *grads: Optional[Tensor]):
+        x, norm_weight, norm_bias, *params = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(need) for t, need in zip((x, norm_weight, norm_bias), needs[:3])]
+            normed = F.layer_norm(leaves[0], x.shape[-1:], leaves[1], leaves[2], ctx.eps)
+        flat_normed = normed.detach().reshape(-1, x.shape[-1])
+        grad_normed = None
+        param_grads: List[Optional[Tensor]] = []
+        for index, grad in enumerate(grads):
+            weight, bias = params[2 * index], params[2 * index + 1]
+            need_weight, need_bias = needs[4 + 2 * index], needs[5 + 2 * index]
+            if grad is None:
+                param_grads += [None, None]
+                continue
+            flat_grad = grad.reshape(-1, grad.shape[-1])
+            part = grad @ weight.to(grad.dtype)
+            grad_normed = part if grad_normed is None else grad_normed + part
+            param_grads.append((flat_grad.T @ flat_normed.to(grad.dtype)).to(weight.dtype) if need_weight else None)
+            param_grads.append(flat_grad.sum(dim=0).to(bias.dtype) if need_bias else None)
+        wanted = [t for t in leaves if t.requires_grad]
+        leaf_grads = iter(torch.autograd.grad(normed, wanted, grad_normed.to(normed.dtype)) if wanted else ())
+        return (*(next(leaf_grads) if t.requires_grad else None for t in leaves), None, *param_grads)
+
+
+def norm_linears(x: Tensor, norm: nn.LayerNorm, layers: Sequence[nn.Linear]) -> List[Tensor]:
+    """``[layer(norm(x)) for layer in layers]``: (..., C) -> [(..., out_i)]; in training the normalised ``x`` is not
+    kept for the backward pass (see :class:`_NormLinears`)."""
+    params = [p for layer in layers for p in (layer.weight, layer.bias)]
+    if torch.is_grad_enabled() and norm.weight is not None and (x.requires_grad or any(
+        p is not None and p.requires_grad for p in (norm.weight, norm.bias, *params)
+    )):
+        return list(_NormLinears.apply(x, norm.weight, norm.bias, norm.eps, *params))
+    normed = norm(x)
+    return [linear(normed, layer.weight, layer.bias) for layer in layers]
