@@ -85,10 +85,9 @@ class _NormLinears(torch.autograd.Function):
 def norm_linears(x: Tensor, norm: nn.LayerNorm, layers: Sequence[nn.Linear]) -> List[Tensor]:
     """``[layer(norm(x)) for layer in layers]``: (..., C) -> [(..., out_i)]; in training the normalised ``x`` is not
     kept for the backward pass (see :class:`_NormLinears`)."""
-    params = [p for layer in layers for p in (layer.weight, layer.bias)]
-    if torch.is_grad_enabled() and norm.weight is not None and (x.requires_grad or any(
-        p is not None and p.requires_grad for p in (norm.weight, norm.bias, *params)
-    )):
-        return list(_NormLinears.apply(x, norm.weight, norm.bias, norm.eps, *params))
+    if torch.is_grad_enabled() and norm.weight is not None:  # decoding skips this
+        params = [p for layer in layers for p in (layer.weight, layer.bias)]
+        if x.requires_grad or any(p is not None and p.requires_grad for p in (norm.weight, norm.bias, *params)):
+            return list(_NormLinears.apply(x, norm.weight, norm.bias, norm.eps, *params))
     normed = norm(x)
     return [linear(normed, layer.weight, layer.bias) for layer in layers]
