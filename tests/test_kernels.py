@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from perceiver.core.attention import apply_rotary
-from perceiver.core.layers import MLP, gelu_linear
-from perceiver.core.linear import linear
+from perceiver.core.layers import MLP
+from perceiver.core.linear import gelu_linear, linear
 from perceiver.core.position import RotaryEmbedding
 
 

@@ -17,6 +17,7 @@ from perceiver.core.layers import (
     SelfAttentionLayer,
     set_activation_checkpointing,
 )
+from perceiver.core.linear import gelu_linear, linear, norm_linears
 from perceiver.core.perceiver_ar import PerceiverAR, PerceiverARCache, PerceiverARConfig
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.core.position import RotaryEmbedding, fourier_features, positions
@@ -46,6 +47,9 @@ __all__ = [
     "apply_rotary",
     "attend_mask",
     "fourier_features",
+    "gelu_linear",
+    "linear",
+    "norm_linears",
     "positions",
     "set_activation_checkpointing",
 ]

@@ -5,47 +5,11 @@ from __future__ import annotations
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from perceiver.core.attention import AttentionConfig, KVCache, MultiHeadAttention, Rotary
-from perceiver.core.linear import linear, norm_linears
-
-
-class _GeluLinear(torch.autograd.Function):
-    """``F.linear(gelu(h), weight, bias)`` that keeps ``h`` for the backward pass and recomputes ``gelu(h)`` there.
-
-    Autograd would keep both ``h`` and ``gelu(h)``, the two widest activations of an MLP; recomputing the GELU
-    costs one elementwise pass and saves one of them. Under autocast the products run in the dtype autocast chose
-    for the forward pass (that of ``grad_out``); gradients come back in the dtypes of the inputs.
-    """
-
-    @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-        ctx.save_for_backward(h, weight)
-        ctx.has_bias = bias is not None
-        ctx.bias_dtype = bias.dtype if bias is not None else None
-        return F.linear(F.gelu(h), weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        h, weight = ctx.saved_tensors
-        dtype = grad_out.dtype
-        grad_out_2d = grad_out.reshape(-1, grad_out.shape[-1])  # (T, out)
-        activation = F.gelu(h).to(dtype).reshape(-1, h.shape[-1])  # (T, in)
-        grad_activation = grad_out @ weight.to(dtype)  # (..., in)
-        grad_h = torch.ops.aten.gelu_backward(grad_activation.to(h.dtype), h)
-        grad_weight = (grad_out_2d.T @ activation).to(weight.dtype)  # (out, in)
-        grad_bias = grad_out_2d.sum(dim=0).to(ctx.bias_dtype) if ctx.has_bias else None
-        return grad_h, grad_weight, grad_bias
-
-
-def gelu_linear(h: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-    """``F.linear(F.gelu(h), weight, bias)``: (..., in) -> (..., out); in training it stores ``h`` only."""
-    if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
-        return _GeluLinear.apply(h, weight, bias)
-    return linear(F.gelu(h), weight, bias)
+from perceiver.core.linear import gelu_linear, norm_linears
 
 
 class MLP(nn.Module):

@@ -1,5 +1,6 @@
-"""Linear products: ``linear`` (``F.linear`` with a faster path for the few-row products of decoding on a CPU) and
-``norm_linears`` (LayerNorm then projections, keeping less for the backward pass).
+"""Linear products: ``linear`` (``F.linear`` with a faster path for the few-row products of decoding on a CPU), and
+``norm_linears`` (LayerNorm, then projections) and ``gelu_linear`` (GELU, then a projection), which keep less for the
+backward pass than autograd would.
 
 Decoding one token multiplies a handful of rows by every weight matrix of the model, so it streams the weights
 from memory; the speed is that of the matrix-vector kernel. On CPUs, MKL runs that kernel on one thread whatever
@@ -91,3 +92,38 @@ def norm_linears(x: Tensor, norm: nn.LayerNorm, layers: Sequence[nn.Linear]) -> 
             return list(_NormLinears.apply(x, norm.weight, norm.bias, norm.eps, *params))
     normed = norm(x)
     return [linear(normed, layer.weight, layer.bias) for layer in layers]
+
+
+class _GeluLinear(torch.autograd.Function):
+    """``F.linear(gelu(h), weight, bias)`` that keeps ``h`` for the backward pass and recomputes ``gelu(h)`` there.
+
+    Autograd would keep both ``h`` and ``gelu(h)``, the two widest activations of an MLP; recomputing the GELU
+    costs one elementwise pass and saves one of them. Under autocast the products run in the dtype autocast chose
+    for the forward pass (that of ``grad_out``); gradients come back in the dtypes of the inputs.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(h, weight)
+        ctx.has_bias = bias is not None
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        return F.linear(F.gelu(h), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        h, weight = ctx.saved_tensors
+        dtype = grad_out.dtype
+        grad_out_2d = grad_out.reshape(-1, grad_out.shape[-1])  # (T, out)
+        activation = F.gelu(h).to(dtype).reshape(-1, h.shape[-1])  # (T, in)
+        grad_activation = grad_out @ weight.to(dtype)  # (..., in)
+        grad_h = torch.ops.aten.gelu_backward(grad_activation.to(h.dtype), h)
+        grad_weight = (grad_out_2d.T @ activation).to(weight.dtype)  # (out, in)
+        grad_bias = grad_out_2d.sum(dim=0).to(ctx.bias_dtype) if ctx.has_bias else None
+        return grad_h, grad_weight, grad_bias
+
+
+def gelu_linear(h: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """``F.linear(F.gelu(h), weight, bias)``: (..., in) -> (..., out); in training it stores ``h`` only."""
+    if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+        return _GeluLinear.apply(h, weight, bias)
+    return linear(F.gelu(h), weight, bias)
