@@ -306,6 +306,21 @@ def test_help_and_list_do_not_import_torch(args, plugins_enabled):
     assert "HEAVY []" in result.stderr, result.stderr
 
 
+def test_models_import_without_lightning_and_still_name_their_lightning_modules():
+    probe = (
+        "import sys; import perceiver.tasks.clm as clm, perceiver.tasks.mlm as mlm, perceiver.tasks.clf as clf; "
+        "print('LIGHT', sorted(m for m in ('pytorch_lightning', 'lightning', 'transformers') if m in sys.modules)); "
+        "print(clm.LitCausalLanguageModel.__name__, mlm.LitMaskedLanguageModel.__name__, clf.LitClassifier.__name__)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["LIGHT []", "LitCausalLanguageModel LitMaskedLanguageModel LitClassifier"]
+    from perceiver.tasks import clm
+
+    with pytest.raises(AttributeError, match="has no attribute 'LitNothing'"):
+        clm.LitNothing
+
+
 def test_adapter_precedence_set_and_preset_beat_the_datasets_default(run, add_plugin):
     """The data set's adapter is only a default: --set adapter=... and a preset's adapter are not dropped."""
     from perceiver.training.plan import plan_training

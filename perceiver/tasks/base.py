@@ -1,6 +1,9 @@
-"""What every task shares: config errors and weight initialisation."""
+"""What every task shares: config errors, weight initialisation, and the lazy name of its Lightning module."""
 
 from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
 
 from torch import nn
 
@@ -21,3 +24,15 @@ def init_parameters(module: nn.Module, init_scale: float = 0.02) -> None:
         elif isinstance(sub, nn.LayerNorm):
             nn.init.ones_(sub.weight)
             nn.init.zeros_(sub.bias)
+
+
+def lightning_module_getattr(module_name: str, class_name: str) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that resolves ``class_name`` from ``perceiver.tasks.lightning`` on first use, so that a
+    task module offers its ``Lit*`` class without importing Lightning with the model."""
+
+    def __getattr__(name: str) -> Any:
+        if name == class_name:
+            return getattr(importlib.import_module("perceiver.tasks.lightning"), class_name)
+        raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+
+    return __getattr__

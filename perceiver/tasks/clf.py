@@ -20,7 +20,7 @@ from perceiver.adapters.base import TokenInputAdapter
 from perceiver.core.decoder import TrainableQueryProvider
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.data.tokenizer import PAD_ID, VOCAB_SIZE, ByteTokenizer
-from perceiver.tasks.base import ConfigError
+from perceiver.tasks.base import ConfigError, lightning_module_getattr
 from perceiver.tasks.io import (
     ENCODER_FIELDS,
     PerceiverIOOptions,
@@ -240,13 +240,8 @@ def freeze_encoder(model: Classifier) -> None:
             parameter.requires_grad_(False)
 
 
-def __getattr__(name: str):
-    # the Lightning module lives apart so that importing the model does not import Lightning
-    if name == "LitClassifier":
-        from perceiver.tasks.lightning import LitClassifier
-
-        return LitClassifier
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the Lightning module lives apart, so that importing the model does not import Lightning
+__getattr__ = lightning_module_getattr(__name__, "LitClassifier")
 
 
 __all__ = [

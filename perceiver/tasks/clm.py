@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from perceiver import registry
 from perceiver.core.perceiver_ar import PerceiverAR, PerceiverARConfig
 from perceiver.core.position import positions
-from perceiver.tasks.base import ConfigError, init_parameters
+from perceiver.tasks.base import ConfigError, init_parameters, lightning_module_getattr
 from perceiver.tasks.sampling import sample_next, validate_sampling
 
 
@@ -217,13 +217,8 @@ def batch_metrics(model: CausalLanguageModel, batch) -> Dict[str, Tensor]:
     return {"loss": loss, "bpb": loss / math.log(2), "count": (labels != -100).sum()}
 
 
-def __getattr__(name: str):
-    # the Lightning module lives apart so that importing the model does not import Lightning
-    if name == "LitCausalLanguageModel":
-        from perceiver.tasks.lightning import LitCausalLanguageModel
-
-        return LitCausalLanguageModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the Lightning module lives apart, so that importing the model does not import Lightning
+__getattr__ = lightning_module_getattr(__name__, "LitCausalLanguageModel")
 
 
 __all__ = ["CausalLanguageModel", "CausalLanguageModelConfig", "batch_metrics"]

@@ -18,7 +18,7 @@ from torch import Tensor
 from perceiver.core.decoder import PositionQueryProvider, decode_row_sparse
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.data.tokenizer import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID, VOCAB_SIZE, ByteTokenizer
-from perceiver.tasks.base import ConfigError
+from perceiver.tasks.base import ConfigError, lightning_module_getattr
 from perceiver.tasks.io import PerceiverIOOptions, build_encoder_decoder, create_adapter, create_input_adapter
 
 WHITESPACE_IDS = tuple(b + NUM_SPECIAL for b in b" \t\n\r\x0b\x0c")
@@ -251,13 +251,8 @@ def batch_metrics(model: MaskedLanguageModel, batch) -> Dict[str, Tensor]:
     return {"loss": loss, "accuracy": correct.sum() / count.clamp(min=1), "count": count}
 
 
-def __getattr__(name: str):
-    # the Lightning module lives apart so that importing the model does not import Lightning
-    if name == "LitMaskedLanguageModel":
-        from perceiver.tasks.lightning import LitMaskedLanguageModel
-
-        return LitMaskedLanguageModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the Lightning module lives apart, so that importing the model does not import Lightning
+__getattr__ = lightning_module_getattr(__name__, "LitMaskedLanguageModel")
 
 
 __all__ = [
