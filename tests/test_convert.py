@@ -65,8 +65,9 @@ def test_masked_lm_logits_match_with_padding():
         expected_64 = hf.double()(inputs=ids, attention_mask=attention_mask).logits[:, :30]
         got_64 = ours.double()(ids, attention_mask == 0)
     assert expected.abs().max() > 1.0
-    # fp32 logits reach ~18 here, where 1e-5 is a few ulps: summation order (BLAS kernels differ by CPU) shows
-    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-6)
+    # fp32 logits reach ~18 here: summation order (BLAS kernels differ by CPU) moves them by up to ~1e-5 (measured
+    # 8.6e-6 to 1.05e-5 on an AMD EPYC), so fp32 gets 1e-5 relative; float64 below is the exact check
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
     assert torch.allclose(got_64, expected_64, atol=1e-10, rtol=0)
 
 
