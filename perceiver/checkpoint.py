@@ -8,9 +8,6 @@ registry key that rebuilds the model. Lightning checkpoints (``.ckpt``) load too
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
@@ -29,31 +26,56 @@ class ModelLoadError(ValueError):
     """A path that does not hold a model this project can load, with the reason."""
 
 
-def save_model(model: nn.Module, directory: Union[str, Path], task: str = None) -> Path:
-    """Export ``model`` (which has ``config`` and ``task``) to ``directory`` atomically: the files are written to a
-    temporary directory beside it, which then replaces ``directory``."""
+EXPORT_FILES = (CONFIG_FILE, WEIGHTS_FILE)
+"""The files an export consists of; other files in an export directory are the user's and are kept."""
+
+
+def is_export(directory: Union[str, Path]) -> bool:
+    """True when ``directory`` holds a model exported by this project (its ``config.json`` says so)."""
+    try:
+        meta = json.loads((Path(directory) / CONFIG_FILE).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def save_model(model: nn.Module, directory: Union[str, Path], task: str = None, overwrite: bool = False) -> Path:
+    """Export ``model`` (which has ``config`` and ``task``) to ``directory`` as ``config.json`` +
+    ``model.safetensors``.
+
+    The files are written into a new directory beside ``directory``, which then takes its place in one step: an
+    interrupted export leaves the previous one intact. ``directory`` must be new or empty; replacing an earlier
+    export needs ``overwrite=True``, and so does adding an export to a directory with other content. Files this
+    project did not write are never replaced or deleted (:class:`perceiver.files.TargetError` says so).
+    """
     from safetensors.torch import save_file
 
+    from perceiver.files import follow_umask, replace_directory
+
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     task = task or model.task
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
-        meta = {"format": FORMAT, "format_version": 1, "task": task, "config": asdict(model.config)}
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
+    meta = {"format": FORMAT, "format_version": 1, "task": task, "config": asdict(model.config)}
+    state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
+
+    def write(tmp: Path) -> None:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}-old-{os.getpid()}")
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+        follow_umask(tmp / WEIGHTS_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+    return replace_directory(directory, write, own=export_files(directory), overwrite=overwrite)
+
+
+def export_files(directory: Union[str, Path]) -> list:
+    """The files of an earlier export in ``directory`` (none unless it is an export)."""
+    directory = Path(directory)
+    return [name for name in EXPORT_FILES if (directory / name).exists()] if is_export(directory) else []
+
+
+def check_export_target(directory: Union[str, Path], overwrite: bool = False) -> None:
+    """Raise :class:`perceiver.files.TargetError` now if :func:`save_model` would refuse ``directory``."""
+    from perceiver.files import check_directory_target
+
+    check_directory_target(directory, own=export_files(directory), overwrite=overwrite, writes=EXPORT_FILES)
 
 
 def _read_json(path: Path) -> Dict[str, Any]:

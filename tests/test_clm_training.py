@@ -79,15 +79,6 @@ def test_lightning_checkpoint_loads_with_weights_only(tmp_path):
     assert torch.equal(model(x, prefix_len=48), loaded(x, prefix_len=48))
 
 
-def test_export_replaces_an_existing_model_atomically(tmp_path):
-    first = CausalLanguageModel(tiny_config())
-    second = CausalLanguageModel(tiny_config(num_self_attention_layers=1))
-    save_model(first, tmp_path / "model")
-    save_model(second, tmp_path / "model")
-    assert load_model(tmp_path / "model").config.num_self_attention_layers == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
-
-
 def test_loading_reports_missing_corrupt_and_mismatched_models(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model(tmp_path / "nothing")

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional, Union
 
@@ -64,21 +62,20 @@ def prepare_corpus(
     half-written cache behind."""
     if (directory / "meta.json").exists():
         return directory
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
+    from perceiver.files import replace_directory
+
+    def write(tmp: Path) -> None:
         stats = {split: _write_split(tmp, split, make_docs()) for split, make_docs in splits.items()}
         for split, facts in stats.items():
             if facts["bytes"] == 0:
                 raise DataError(f"{description or directory.name}: the {split} split is empty")
         (tmp / "meta.json").write_text(json.dumps({"description": description, "splits": stats}, indent=2))
-        try:
-            os.replace(tmp, directory)
-        except OSError:  # another process finished first
-            if not (directory / "meta.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    try:
+        replace_directory(directory, write, kind="perceiver data cache", force_hint="remove it")
+    except OSError:  # another process finished first
+        if not (directory / "meta.json").exists():
+            raise
     return directory
 
 

@@ -92,10 +92,13 @@ class MnistDataModule(ImageClassificationDataModule):
             for split in ("train", "test"):
                 images = np.stack([np.asarray(image, dtype=np.uint8) for image in rows[split]["image"]])[..., None]
                 splits[f"{split}_x"], splits[f"{split}_y"] = images, np.asarray(rows[split]["label"], dtype=np.int64)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, **splits)
-            tmp.replace(path)
+            from perceiver.files import atomic_write_file
+
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+                    np.savez(f, **splits)
+
+            atomic_write_file(path, write)
         data = np.load(path)
         return data["train_x"], data["train_y"], data["test_x"], data["test_y"]
 

@@ -43,7 +43,29 @@ def checkpoint_dir(output_dir) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
+RUN_ENTRIES = ("checkpoints", "logs", "model", "curves.png")
+"""What a training run writes into its output directory; a directory holding anything else is not a run."""
+
+
+def check_output_dir(output_dir) -> None:
+    """Refuse to train into a directory with content that is not a training run's, and check its ``model/`` early:
+    training writes only the entries of :data:`RUN_ENTRIES` and never deletes a file it did not write."""
+    from perceiver.checkpoint import check_export_target
+
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ResumeError(f"--output-dir {out} is a file; choose a directory")
+    foreign = sorted(name for name in (os.listdir(out) if out.exists() else []) if name not in RUN_ENTRIES)
+    if foreign:
+        raise ResumeError(
+            f"{out} is not empty and is not a perceiver training run (it holds {foreign[0]}); "
+            "choose another --output-dir"
+        )
+    check_export_target(out / "model", overwrite=True)
+
+
 def _resume_path(plan: TrainPlan) -> Optional[str]:
+    check_output_dir(plan.trainer_config.output_dir)
     last = checkpoint_dir(plan.trainer_config.output_dir) / LAST_CHECKPOINT
     if plan.resume:
         if not last.exists():
@@ -263,7 +285,7 @@ def fit(plan: TrainPlan, callbacks: Optional[Sequence[pl.Callback]] = None) -> D
     trainer.save_checkpoint(last, weights_only=False)  # every rank takes part (FSDP gathers); rank 0 writes
     export_dir = Path(cfg.output_dir) / "model"
     if trainer.is_global_zero:  # from the checkpoint: full weights even when the live model is sharded
-        save_model(load_model(last), export_dir, task=plan.task)
+        save_model(load_model(last), export_dir, task=plan.task, overwrite=True)  # the run's own export
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     return {
         "metrics": metrics, "model_dir": str(export_dir), "step": trainer.global_step,

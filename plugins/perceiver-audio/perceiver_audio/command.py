@@ -26,6 +26,7 @@ def audio_synth(
     seed: int = typer.Option(0, "--seed", help="Seed of the synthesized prompt and of sampling."),
     with_prompt: bool = typer.Option(True, "--with-prompt/--without-prompt", help="Write the prompt first."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, ..."),
+    force: bool = typer.Option(False, "--force", help="Replace --output if it exists."),
 ) -> None:
     """Continue an audio prompt with a trained [bold]mulaw[/] model and write [bold]--output[/] (WAV)."""
     from rich.console import Console
@@ -35,6 +36,8 @@ def audio_synth(
     err = Console(stderr=True, highlight=False)
     if seconds <= 0 or prompt_seconds <= 0:
         raise typer.BadParameter("--seconds and --prompt-seconds must be > 0")
+    if output.exists() and not force:
+        raise typer.BadParameter(f"{output} exists; pass --force to replace it", param_hint="--output")
     if prompt in synth.GENERATORS:
         waveform = synth.clip(seed, sample_rate, prompt_seconds, kind=prompt, seed=seed)
     else:

@@ -14,16 +14,20 @@ class WavError(ValueError):
 
 
 def write_wav(path: Union[str, Path], waveform: np.ndarray, sample_rate: int) -> Path:
-    """Write a mono waveform (amplitudes in [-1, 1]) as 16-bit PCM."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a mono waveform (amplitudes in [-1, 1]) as 16-bit PCM, atomically (an interrupted write leaves any
+    earlier file at ``path`` intact)."""
+    from perceiver.files import atomic_write_file
+
     pcm = (np.clip(np.asarray(waveform, dtype=np.float64), -1.0, 1.0) * 32767.0).round().astype("<i2")
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(int(sample_rate))
-        f.writeframes(pcm.tobytes())
-    return path
+
+    def write(tmp: Path) -> None:
+        with wave.open(str(tmp), "wb") as f:
+            f.setnchannels(1)
+            f.setsampwidth(2)
+            f.setframerate(int(sample_rate))
+            f.writeframes(pcm.tobytes())
+
+    return atomic_write_file(path, write)
 
 
 def read_wav(path: Union[str, Path]) -> Tuple[np.ndarray, int]:

@@ -178,3 +178,10 @@ def test_audio_synth_command_writes_a_wav(with_plugins, tmp_path, capsys):
     with wave.open(str(out)) as f:
         # the 80-sample prompt keeps its last max_seq_len (64) samples, then 40 generated ones follow
         assert (f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()) == (1, 2, 8000, 64 + 40)
+    written = out.read_bytes()
+    args = ["audio-synth", "--model", str(tmp_path / "model"), "--output", str(out), "--seconds", "0.001"]
+    with pytest.raises(SystemExit):  # an existing file is not replaced without --force
+        main(args)
+    assert "exists; pass --force" in capsys.readouterr().err and out.read_bytes() == written
+    main([*args, "--force"])
+    assert out.read_bytes() != written and sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.wav"]
