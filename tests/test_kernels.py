@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from perceiver.core.attention import apply_rotary
 from perceiver.core.layers import MLP
-from perceiver.core.linear import gelu_linear, linear
+from perceiver.core.linear import _GeluLinear, gelu_linear, linear
 from perceiver.core.position import RotaryEmbedding
 
 
@@ -59,8 +59,10 @@ def test_gelu_linear_gradcheck_and_autocast_dtypes():
     h = torch.randn(4, 6, dtype=torch.double, requires_grad=True)
     w = torch.randn(3, 6, dtype=torch.double, requires_grad=True)
     b = torch.randn(3, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(gelu_linear, (h, w, b))
-    assert torch.autograd.gradcheck(lambda h, w: gelu_linear(h, w), (h, w))
+    assert torch.autograd.gradcheck(_GeluLinear.apply, (h, w, b))
+    assert torch.autograd.gradcheck(lambda h, w: _GeluLinear.apply(h, w, None), (h, w))
+    layer = torch.nn.Linear(6, 3).double()
+    assert torch.allclose(gelu_linear(h, layer), layer(F.gelu(h)), atol=1e-12)
 
     mlp = MLP(16, 2)
     x = torch.randn(2, 4, 16, requires_grad=True)

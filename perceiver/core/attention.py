@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from perceiver.core.linear import linear, norm_linears
+from perceiver.core.linear import norm_linears, project
 
 Rotary = Tuple[Tensor, Tensor]  # (cos, sin), each (B, 1, N, R): rotary angles of N positions
 
@@ -192,11 +192,11 @@ class MultiHeadAttention(nn.Module):
         if q_norm is not None and q_norm is kv_norm and x_q is x_kv:
             q, k, v = norm_linears(x_q, q_norm, (self.q_proj, self.k_proj, self.v_proj))
         else:
-            q = norm_linears(x_q, q_norm, (self.q_proj,))[0] if q_norm is not None else _project(self.q_proj, x_q)
+            q = norm_linears(x_q, q_norm, (self.q_proj,))[0] if q_norm is not None else project(self.q_proj, x_q)
             if kv_norm is not None:
                 k, v = norm_linears(x_kv, kv_norm, (self.k_proj, self.v_proj))
             else:
-                k, v = _project(self.k_proj, x_kv), _project(self.v_proj, x_kv)
+                k, v = project(self.k_proj, x_kv), project(self.v_proj, x_kv)
         q = self._heads(q, self.qk_head_dim)  # (B, H, Q, Dqk)
         k = self._heads(k, self.qk_head_dim)  # (B, H, K, Dqk)
         v = self._heads(v, self.v_head_dim)  # (B, H, K, Dv)
@@ -214,8 +214,4 @@ class MultiHeadAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend_mask, dropout_p=dropout, is_causal=is_causal)
         out = out.transpose(1, 2).reshape(out.shape[0], x_q.shape[1], -1)  # (B, Q, H * Dv); x_q may be (1, Q, Cq)
-        return _project(self.o_proj, out)
-
-
-def _project(layer: nn.Linear, x: Tensor) -> Tensor:
-    return linear(x, layer.weight, layer.bias)
+        return project(self.o_proj, out)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from perceiver.core.attention_dropout import attention_with_dropout
 from perceiver.core.decoder import TrainableQueryProvider, init_weights
 from perceiver.core.layers import CrossAttentionLayer, SelfAttentionBlock, set_activation_checkpointing
+from perceiver.core.linear import is_plain
 
 
 @dataclass
@@ -201,6 +202,9 @@ def norm_and_project(norm: nn.LayerNorm, projections: Sequence[nn.Linear], x: Sp
     With mean m and inverse deviation r of each position over all channels, and W' = W * gamma:
     ``p(norm(x)) = r * (own @ W'_own.T + shared @ W'_shared.T - m * W'.sum(1)) + W @ beta + b``.
     """
+    if not (is_plain(norm) and all(is_plain(projection) for projection in projections)):
+        normed = norm(x.full())  # wrapped or replaced layers are called
+        return [projection(normed) for projection in projections]
     own, shared = x.own, x.shared
     num_own, channels = own.shape[-1], own.shape[-1] + shared.shape[-1]
     total = own.sum(-1) + shared.sum(-1)  # (B, N)

@@ -23,7 +23,7 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         (h,) = norm_linears(x, self.norm, (self.fc1,))
-        return gelu_linear(h, self.fc2.weight, self.fc2.bias)
+        return gelu_linear(h, self.fc2)
 
 
 class _Checkpointable(nn.Module):

@@ -2,6 +2,11 @@
 ``norm_linears`` (LayerNorm, then projections) and ``gelu_linear`` (GELU, then a projection), which keep less for the
 backward pass than autograd would.
 
+The fused paths read a layer's parameters instead of calling it, which is only the same computation when the layer
+is a plain ``nn.Linear`` / ``nn.LayerNorm`` (:func:`is_plain`). A layer that was wrapped or replaced (a PEFT LoRA
+layer, a quantized linear, a subclass, a tensor-subclass weight, a module with hooks) is called instead, so that
+what a user or a library put there takes part.
+
 Decoding one token multiplies a handful of rows by every weight matrix of the model, so it streams the weights
 from memory; the speed is that of the matrix-vector kernel. On CPUs, MKL runs that kernel on one thread whatever
 ``torch.get_num_threads()`` says, which leaves half the memory bandwidth of a 2-core machine unused. Splitting the
@@ -20,6 +25,48 @@ from torch import Tensor, nn
 
 MAX_SPLIT_ROWS = 16
 """Inputs with at most this many rows take the split path (on CPU, without autograd)."""
+
+_CONTAINERS = (nn.ModuleList, nn.ModuleDict, nn.Sequential, nn.Identity, nn.Dropout, nn.GELU, nn.Embedding)
+
+
+def _hooked(module: nn.Module) -> bool:
+    from torch.nn.modules import module as torch_module
+
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+        or getattr(module, "_backward_pre_hooks", None)
+        or torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
+        or torch_module._global_backward_hooks or getattr(torch_module, "_global_backward_pre_hooks", None)
+    )
+
+
+def is_plain(module: nn.Module) -> bool:
+    """True when ``module`` is an ``nn.Linear`` or ``nn.LayerNorm`` itself (not a subclass or replacement) with
+    ordinary parameters and no hooks: then reading its parameters computes exactly what calling it would."""
+    return (
+        type(module) in (nn.Linear, nn.LayerNorm)
+        and not _hooked(module)
+        and all(type(p) is nn.Parameter for p in module._parameters.values() if p is not None)
+    )
+
+
+def is_plain_tree(module: nn.Module) -> bool:
+    """True when every module inside ``module`` is one of this project's own, a plain layer (:func:`is_plain`) or
+    a torch container, with no hooks: a functional path over the whole tree then computes what its modules would."""
+    for sub in module.modules():
+        if _hooked(sub):
+            return False
+        if type(sub) in (nn.Linear, nn.LayerNorm):
+            if not is_plain(sub):
+                return False
+        elif not (type(sub).__module__.startswith("perceiver.") or type(sub) in _CONTAINERS):
+            return False
+    return True
+
+
+def project(layer: nn.Module, x: Tensor) -> Tensor:
+    """``layer(x)`` for a linear layer: (..., in) -> (..., out); a plain ``nn.Linear`` takes :func:`linear`."""
+    return linear(x, layer.weight, layer.bias) if is_plain(layer) else layer(x)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
@@ -83,15 +130,16 @@ class _NormLinears(torch.autograd.Function):
         return (*(next(leaf_grads) if t.requires_grad else None for t in leaves), None, *param_grads)
 
 
-def norm_linears(x: Tensor, norm: nn.LayerNorm, layers: Sequence[nn.Linear]) -> List[Tensor]:
-    """``[layer(norm(x)) for layer in layers]``: (..., C) -> [(..., out_i)]; in training the normalised ``x`` is not
-    kept for the backward pass (see :class:`_NormLinears`)."""
-    if torch.is_grad_enabled() and norm.weight is not None:  # decoding skips this
+def norm_linears(x: Tensor, norm: nn.LayerNorm, layers: Sequence[nn.Module]) -> List[Tensor]:
+    """``[layer(norm(x)) for layer in layers]``: (..., C) -> [(..., out_i)]; in training with plain layers the
+    normalised ``x`` is not kept for the backward pass (see :class:`_NormLinears`)."""
+    plain = is_plain(norm) and all(is_plain(layer) for layer in layers)
+    if plain and torch.is_grad_enabled() and norm.weight is not None:  # decoding skips this
         params = [p for layer in layers for p in (layer.weight, layer.bias)]
         if x.requires_grad or any(p is not None and p.requires_grad for p in (norm.weight, norm.bias, *params)):
             return list(_NormLinears.apply(x, norm.weight, norm.bias, norm.eps, *params))
     normed = norm(x)
-    return [linear(normed, layer.weight, layer.bias) for layer in layers]
+    return [project(layer, normed) for layer in layers]
 
 
 class _GeluLinear(torch.autograd.Function):
@@ -122,8 +170,10 @@ class _GeluLinear(torch.autograd.Function):
         return grad_h, grad_weight, grad_bias
 
 
-def gelu_linear(h: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-    """``F.linear(F.gelu(h), weight, bias)``: (..., in) -> (..., out); in training it stores ``h`` only."""
-    if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
-        return _GeluLinear.apply(h, weight, bias)
-    return linear(F.gelu(h), weight, bias)
+def gelu_linear(h: Tensor, layer: nn.Module) -> Tensor:
+    """``layer(F.gelu(h))``: (..., in) -> (..., out); in training with a plain layer it stores ``h`` only."""
+    if not is_plain(layer):
+        return layer(F.gelu(h))
+    if torch.is_grad_enabled() and (h.requires_grad or layer.weight.requires_grad):
+        return _GeluLinear.apply(h, layer.weight, layer.bias)
+    return linear(F.gelu(h), layer.weight, layer.bias)

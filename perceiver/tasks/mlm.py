@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from perceiver.core.decoder import PositionQueryProvider, decode_row_sparse
+from perceiver.core.linear import is_plain_tree
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.data.tokenizer import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID, VOCAB_SIZE, ByteTokenizer
 from perceiver.tasks.base import ConfigError, lightning_module_getattr
@@ -87,7 +88,7 @@ class MaskedLanguageModel(PerceiverIO):
             )
         cfg = self.config
         if positions is None and self.training and torch.is_grad_enabled() and cfg.row_sparse_backward \
-                and cfg.residual_dropout == 0:
+                and cfg.residual_dropout == 0 and is_plain_tree(self.decoder) and is_plain_tree(self.output_adapter):
             latents, x, _ = self.encode(input_ids, pad_mask)
             params = list(self.decoder.parameters()) + list(self.input_adapter.parameters())
             return decode_row_sparse(self.decoder, latents, x, self.output_adapter, params)
