@@ -7,7 +7,9 @@ Mask convention (the one place it is defined)
   query **may attend** to a key (the ``scaled_dot_product_attention`` convention). ``None`` means "attend to all".
 * :func:`attend_mask` converts the first into the second, once per forward pass, adding the causal constraint
   when asked. A causal mask with fewer queries than keys is right-aligned: query ``i`` of ``Q`` sits at key
-  position ``K - Q + i``.
+  position ``K - Q + i``. Without padding that is torch's ``causal_lower_right`` bias, which the fused SDPA kernels
+  (flash, memory-efficient) accept; a padding mask is a tensor, which rules the flash kernel out on GPUs (the
+  memory-efficient kernel takes it; on CPU the flash kernel takes it too).
 
 Padding queries are allowed to attend to their own position, so that no row of the mask is empty (an empty row
 makes the softmax undefined); their outputs are never used.
@@ -21,6 +23,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 from perceiver.core.linear import norm_linears, project
 
@@ -32,10 +35,13 @@ def attend_mask(
 ) -> Optional[Tensor]:
     """Build a ``True = may attend`` mask of shape ``(B or 1, 1, Q, K)`` from a key pad mask ``(B, K)``.
 
-    Returns ``None`` when nothing needs masking (no padding, not causal).
+    Returns ``None`` when nothing needs masking (no padding, not causal), and torch's ``causal_lower_right`` bias
+    (which SDPA's fused kernels take; :func:`mask_tensor` makes it a tensor) when the mask is causal only.
     """
     if pad_mask is None and not causal:
         return None
+    if pad_mask is None:
+        return causal_lower_right(num_queries, num_keys)
     device = pad_mask.device if pad_mask is not None else device
     query_pos = torch.arange(num_keys - num_queries, num_keys, device=device)[:, None]  # (Q, 1) key index of query
     key_pos = torch.arange(num_keys, device=device)[None, :]  # (1, K)
@@ -44,6 +50,14 @@ def attend_mask(
     if pad_mask is not None:
         keep = ~pad_mask[:, None, None, :]  # (B, 1, 1, K)
         mask = mask & (keep | (key_pos == query_pos))  # a padding query still sees itself
+    return mask
+
+
+def mask_tensor(mask, device=None) -> Optional[Tensor]:
+    """An ``attend_mask`` result as a bool tensor (for code that indexes it rather than passing it to SDPA)."""
+    if isinstance(mask, CausalBias):
+        query_pos = torch.arange(mask.seq_len_kv - mask.seq_len_q, mask.seq_len_kv, device=device)[:, None]
+        return (torch.arange(mask.seq_len_kv, device=device)[None, :] <= query_pos)[None, None]  # (1, 1, Q, K)
     return mask
 
 
@@ -206,11 +220,13 @@ class MultiHeadAttention(nn.Module):
             k = apply_rotary(k, rotary_k)
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)
+        if q.shape[0] != k.shape[0]:  # latents or queries shared by the batch: the fused kernels need equal batches
+            q = q.expand(k.shape[0], -1, -1, -1)  # a view, no copy
         dropout = self.dropout if self.training else 0.0
         if dropout > 0 and not is_causal and q.device.type == "cpu":  # SDPA's CPU dropout path is a slow fallback
             from perceiver.core.attention_dropout import attention_with_dropout
 
-            out = attention_with_dropout(q, k, v, attend_mask, dropout)
+            out = attention_with_dropout(q, k, v, mask_tensor(attend_mask, q.device), dropout)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend_mask, dropout_p=dropout, is_causal=is_causal)
         out = out.transpose(1, 2).reshape(out.shape[0], x_q.shape[1], -1)  # (B, Q, H * Dv); x_q may be (1, Q, Cq)

@@ -227,6 +227,7 @@ def cross_attend_split(layer: CrossAttentionLayer, x_q: Tensor, x: SplitInput, m
     k, v = norm_and_project(layer.kv_norm, (att.k_proj, att.v_proj), x)
     q = att._heads(att.q_proj(layer.q_norm(x_q)), att.qk_head_dim)  # (1 or B, H, M, Dqk)
     k, v = att._heads(k, att.qk_head_dim), att._heads(v, att.v_head_dim)  # (B, H, N, D)
+    q = q.expand(k.shape[0], -1, -1, -1)  # equal batch sizes, as the fused kernels need (a view)
     dropout = att.dropout if att.training else 0.0
     if dropout > 0 and q.device.type == "cpu":
         out = attention_with_dropout(q, k, v, mask, dropout)  # (B, H, M, Dv)

@@ -85,7 +85,7 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     groups = weight.view(num_groups, out_features // num_groups, in_features).transpose(1, 2)  # (G, in, out/G)
     x_rows = x.reshape(1, rows, in_features).expand(num_groups, rows, in_features)  # (G, rows, in)
     out = torch.bmm(x_rows, groups).transpose(0, 1).reshape(*x.shape[:-1], out_features)  # (..., out)
-    return out + bias if bias is not None else out
+    return out + bias.to(out.dtype) if bias is not None else out  # under autocast bmm's dtype, as F.linear's
 
 
 class _NormLinears(torch.autograd.Function):
