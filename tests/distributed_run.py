@@ -1,9 +1,9 @@
 """Train a tiny clm model through ``perceiver.training.fit`` from a script, for tests/test_distributed.py.
 
 Lightning's DDP launcher starts the extra ranks by running this script again, so it takes everything from its
-command line. Every rank writes ``<output>/ranks/<rank>.json``: its process id and, per training step, the token
-ids of the rows it trained on. ``--die-on-rank R --die-at-step S`` kills rank R abruptly (``os._exit``, like the OOM
-killer) when it reaches step S.
+command line. Every rank writes ``<output>/../ranks/<rank>.json`` (beside the run directory, which holds only what
+training writes): its process id and, per training step, the token ids of the rows it trained on. ``--die-on-rank R
+--die-at-step S`` kills rank R abruptly (``os._exit``, like the OOM killer) when it reaches step S.
 
     python tests/distributed_run.py OUTPUT CORPUS [--devices 2] [--max-steps 6] [--batch-size 4] [--die-on-rank R]
 """
@@ -67,7 +67,7 @@ def main() -> None:
         },
     }
     plan = plan_training("clm", "text", preset="clm-tiny", options=options)
-    recorder = RecordBatches(Path(args.output) / "ranks", args.die_on_rank, args.die_at_step)
+    recorder = RecordBatches(Path(args.output).parent / "ranks", args.die_on_rank, args.die_at_step)
     result = fit(plan, callbacks=[recorder])
     if result["is_global_zero"]:
         print(json.dumps(result))

@@ -360,7 +360,7 @@ def ddp_run(tmp_path_factory, corpus, cache_env):
 
 
 def _steps(out: Path, rank: int):
-    record = json.loads((out / "ranks" / f"{rank}.json").read_text())
+    record = json.loads((out.parent / "ranks" / f"{rank}.json").read_text())
     assert record["world_size"] == 2
     return {int(step): [tuple(row) for row in rows] for step, rows in record["steps"].items()}
 
@@ -459,7 +459,7 @@ def test_a_rank_that_dies_ends_the_whole_run(tmp_path, corpus, cache_env, dying_
     result = run([sys.executable, str(SCRIPT), str(out), str(corpus), "--die-on-rank", str(dying_rank),
                   "--die-at-step", "1"], cache_env, check=False)
     assert result.returncode != 0
-    pids = [json.loads((out / "ranks" / f"{rank}.json").read_text())["pid"] for rank in (0, 1)]
+    pids = [json.loads((out.parent / "ranks" / f"{rank}.json").read_text())["pid"] for rank in (0, 1)]
     deadline = time.monotonic() + 60
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.5)

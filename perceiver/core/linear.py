@@ -26,6 +26,10 @@ from torch import Tensor, nn
 MAX_SPLIT_ROWS = 16
 """Inputs with at most this many rows take the split path (on CPU, without autograd)."""
 
+_PLAIN_TENSORS = (nn.Parameter, Tensor)
+"""Parameter types a fused path may read: not tensor subclasses such as quantized weights or DTensors. Plain
+tensors too, because FSDP swaps parameters for plain tensor views during forward and recomputation."""
+
 _CONTAINERS = (nn.ModuleList, nn.ModuleDict, nn.Sequential, nn.Identity, nn.Dropout, nn.GELU, nn.Embedding)
 
 
@@ -46,7 +50,7 @@ def is_plain(module: nn.Module) -> bool:
     return (
         type(module) in (nn.Linear, nn.LayerNorm)
         and not _hooked(module)
-        and all(type(p) is nn.Parameter for p in module._parameters.values() if p is not None)
+        and all(type(p) in _PLAIN_TENSORS for p in module._parameters.values() if p is not None)
     )
 
 
