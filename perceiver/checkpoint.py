@@ -86,7 +86,12 @@ def _read_json(path: Path) -> Dict[str, Any]:
 
 
 def resolve_model_path(path: Union[str, Path]) -> Path:
-    """Accept a model directory, a training output directory (``<dir>/model``) or a ``.ckpt`` file."""
+    """Accept a model directory, a training output directory (``<dir>/model``), a ``.ckpt`` file or a Hugging Face
+    Hub repo id ``org/name[@revision]`` (downloaded into the Hub cache, see :mod:`perceiver.hub`)."""
+    from perceiver import hub
+
+    if hub.is_repo_id(path):
+        return resolve_model_path(hub.download(str(path)))
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"model path {str(path)!r} does not exist")
