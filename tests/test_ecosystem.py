@@ -6,59 +6,14 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
+from tiny_models import MODELS, inputs
 from torch import nn
 
-from perceiver import registry
 from perceiver.core.linear import is_plain, is_plain_tree
-from perceiver.tasks.clf import Classifier, ClassifierConfig
-from perceiver.tasks.clm import CausalLanguageModel, CausalLanguageModelConfig
-from perceiver.tasks.mlm import MaskedLanguageModel, MaskedLanguageModelConfig
 
 peft = pytest.importorskip("peft")  # a test dependency (pyproject's test extra); CI installs it
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"]
-
-
-def preset(name, **overrides):
-    values = dict(registry.get("model", name).load())
-    values.update(overrides)
-    return values
-
-
-def clm():
-    return CausalLanguageModel(CausalLanguageModelConfig(**preset("clm-tiny", cross_attention_dropout=0.0)))
-
-
-def mlm():
-    return MaskedLanguageModel(MaskedLanguageModelConfig(**preset("mlm-tiny")))
-
-
-def text_clf():
-    return Classifier(ClassifierConfig(**preset("clf-tiny", adapter="text-bytes", num_classes=3)))
-
-
-def image_clf():
-    return Classifier(ClassifierConfig(**preset("clf-tiny", adapter="image", image_shape=[8, 8, 1], num_classes=3)))
-
-
-def inputs(kind):
-    """(positional args of the model's forward, a loss of its output)"""
-    torch.manual_seed(1)
-    if kind == "clm":
-        ids = torch.randint(6, 262, (2, 24))
-        return (ids, 8), lambda out: F.cross_entropy(out.flatten(0, 1), ids[:, 8:].flatten())
-    if kind == "mlm":
-        ids = torch.randint(6, 262, (2, 24))
-        labels = torch.full_like(ids, -100)
-        labels[:, ::5] = ids[:, ::5]  # a few masked positions: the row-sparse backward would apply
-        return (ids,), lambda out: F.cross_entropy(out.flatten(0, 1), labels.flatten(), ignore_index=-100)
-    labels = torch.tensor([0, 2])
-    x = torch.randint(6, 262, (2, 24)) if kind == "text-clf" else torch.randint(0, 256, (2, 8, 8, 1), dtype=torch.uint8)
-    return (x,), lambda out: F.cross_entropy(out, labels)
-
-
-MODELS = {"clm": clm, "mlm": mlm, "text-clf": text_clf, "image-clf": image_clf}
 
 
 def with_random_lora(model):
@@ -127,7 +82,7 @@ def test_forward_hooks_on_projections_fire_and_take_effect(kind):
 
 def test_cached_generation_calls_wrapped_layers():
     torch.manual_seed(0)
-    model = clm().eval()
+    model = MODELS["clm"]().eval()
     calls = []
     model.perceiver_ar.cross_attention.attention.q_proj.register_forward_hook(lambda *a: calls.append(1))
     model.generate(torch.randint(6, 262, (1, 8)), num_tokens=4, num_latents=4, temperature=0)

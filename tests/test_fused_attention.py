@@ -10,7 +10,7 @@ training takes its own path on CPU (core/attention_dropout.py), so the models ru
 import pytest
 import torch
 import torch.nn.functional as F
-from test_ecosystem import MODELS, inputs
+from tiny_models import MODELS, inputs
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import CausalBias
 

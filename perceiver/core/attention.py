@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 from perceiver.core.linear import norm_linears, project
+from perceiver.core.split import SplitInput, norm_and_project
 
 Rotary = Tuple[Tensor, Tensor]  # (cos, sin), each (B, 1, N, R): rotary angles of N positions
 
@@ -193,7 +194,9 @@ class MultiHeadAttention(nn.Module):
     ) -> Tensor:
         """
         :param x_q: queries input (B, Q, Cq)
-        :param x_kv: keys/values input (B, K, Ckv); with a cache, only the new positions
+        :param x_kv: keys/values input (B, K, Ckv); with a cache, only the new positions; a
+            :class:`~perceiver.core.split.SplitInput` (with ``kv_norm``) is normalised and projected without copying
+            its shared channels per example
         :param attend_mask: bool (B or 1, 1, Q, K_total), True = may attend (see module docstring)
         :param is_causal: use the kernel's own causal mask (only valid for Q == K_total and no ``attend_mask``)
         :param rotary_q: rotary angles of the query positions, (B, 1, Q, R)
@@ -207,7 +210,9 @@ class MultiHeadAttention(nn.Module):
             q, k, v = norm_linears(x_q, q_norm, (self.q_proj, self.k_proj, self.v_proj))
         else:
             q = norm_linears(x_q, q_norm, (self.q_proj,))[0] if q_norm is not None else project(self.q_proj, x_q)
-            if kv_norm is not None:
+            if isinstance(x_kv, SplitInput):
+                k, v = norm_and_project(kv_norm, (self.k_proj, self.v_proj), x_kv)
+            elif kv_norm is not None:
                 k, v = norm_linears(x_kv, kv_norm, (self.k_proj, self.v_proj))
             else:
                 k, v = project(self.k_proj, x_kv), project(self.v_proj, x_kv)

@@ -20,16 +20,13 @@ parameter tensor each.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Union
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from perceiver.core.attention_dropout import attention_with_dropout
 from perceiver.core.decoder import TrainableQueryProvider, init_weights
 from perceiver.core.layers import CrossAttentionLayer, SelfAttentionBlock, set_activation_checkpointing
-from perceiver.core.linear import is_plain
+from perceiver.core.split import SplitInput
 
 
 @dataclass
@@ -166,76 +163,9 @@ class PerceiverEncoder(nn.Module):
         for i in range(self.config.num_self_attention_blocks):
             if i < self.config.num_cross_attention_layers:
                 layer = self.cross_attention(i)
-                if isinstance(x, SplitInput):
-                    latents = cross_attend_split(layer, latents, x, mask)
-                else:
-                    latents = layer(latents, x, mask)  # (B, M, D)
+                latents = layer(latents, x, mask)  # (B, M, D); x may be a SplitInput
             latents = self.self_attention(i)(latents)
         return latents.expand(x.shape[0], -1, -1) if latents.shape[0] != x.shape[0] else latents
-
-
-@dataclass
-class SplitInput:
-    """An adapted input of shape (B, N, Cp + Cs) whose last Cs channels are the same for every example, such as
-    pixels followed by position features: ``own`` (B, N, Cp) and ``shared`` (N, Cs).
-
-    The encoder normalises and projects it without making B copies of the shared channels: the key/value
-    projections of the shared part run once per batch instead of once per example (exact up to float rounding; most
-    of the work of an image cross-attention when Cs >> Cp).
-    """
-
-    own: Tensor
-    shared: Tensor
-
-    @property
-    def shape(self) -> Tuple[int, int, int]:
-        return (self.own.shape[0], self.own.shape[1], self.own.shape[2] + self.shared.shape[1])
-
-    def full(self) -> Tensor:
-        """The (B, N, Cp + Cs) tensor."""
-        return torch.cat([self.own, self.shared.expand(self.own.shape[0], -1, -1)], dim=-1)
-
-
-def norm_and_project(norm: nn.LayerNorm, projections: Sequence[nn.Linear], x: SplitInput) -> List[Tensor]:
-    """``[p(norm(x.full())) for p in projections]``, each (B, N, D), without materialising ``x.full()``.
-
-    With mean m and inverse deviation r of each position over all channels, and W' = W * gamma:
-    ``p(norm(x)) = r * (own @ W'_own.T + shared @ W'_shared.T - m * W'.sum(1)) + W @ beta + b``.
-    """
-    if not (is_plain(norm) and all(is_plain(projection) for projection in projections)):
-        normed = norm(x.full())  # wrapped or replaced layers are called
-        return [projection(normed) for projection in projections]
-    own, shared = x.own, x.shared
-    num_own, channels = own.shape[-1], own.shape[-1] + shared.shape[-1]
-    total = own.sum(-1) + shared.sum(-1)  # (B, N)
-    squares = own.pow(2).sum(-1) + shared.pow(2).sum(-1)
-    mean = total / channels
-    rstd = torch.rsqrt((squares / channels - mean.pow(2)).clamp(min=0) + norm.eps)
-    outs = []
-    for projection in projections:
-        weight = projection.weight * norm.weight  # (D, C)
-        shared_part = shared @ weight[:, num_own:].T  # (N, D): once per batch
-        own_part = own @ weight[:, :num_own].T  # (B, N, D)
-        offset = projection.weight @ norm.bias + (projection.bias if projection.bias is not None else 0)
-        outs.append((own_part + shared_part - mean[..., None] * weight.sum(1)) * rstd[..., None] + offset)
-    return outs
-
-
-def cross_attend_split(layer: CrossAttentionLayer, x_q: Tensor, x: SplitInput, mask: Optional[Tensor]) -> Tensor:
-    """``layer(x_q, x.full(), mask)`` with the key/value input normalised and projected by :func:`norm_and_project`."""
-    att = layer.attention
-    k, v = norm_and_project(layer.kv_norm, (att.k_proj, att.v_proj), x)
-    q = att._heads(att.q_proj(layer.q_norm(x_q)), att.qk_head_dim)  # (1 or B, H, M, Dqk)
-    k, v = att._heads(k, att.qk_head_dim), att._heads(v, att.v_head_dim)  # (B, H, N, D)
-    q = q.expand(k.shape[0], -1, -1, -1)  # equal batch sizes, as the fused kernels need (a view)
-    dropout = att.dropout if att.training else 0.0
-    if dropout > 0 and q.device.type == "cpu":
-        out = attention_with_dropout(q, k, v, mask, dropout)  # (B, H, M, Dv)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-    h = layer.dropout(att.o_proj(out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)))
-    x_out = x_q + h if layer.attention_residual else h
-    return x_out + layer.dropout(layer.mlp(x_out))
 
 
 def key_mask(pad_mask: Optional[Tensor]) -> Optional[Tensor]:
@@ -255,7 +185,5 @@ __all__ = [
     "PerceiverEncoder",
     "PerceiverEncoderConfig",
     "SplitInput",
-    "cross_attend_split",
     "key_mask",
-    "norm_and_project",
 ]
