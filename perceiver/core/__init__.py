@@ -1,4 +1,7 @@
-"""Generic Perceiver building blocks. Imports only torch."""
+"""Generic Perceiver building blocks. Imports only torch.
+
+Internals (the fused linear functions of ``perceiver.core.linear``, ``perceiver.core.split``) are imported from
+their modules."""
 
 from perceiver.core.attention import AttentionConfig, KVCache, MultiHeadAttention, apply_rotary, attend_mask
 from perceiver.core.decoder import (
@@ -9,7 +12,7 @@ from perceiver.core.decoder import (
     QueryProvider,
     TrainableQueryProvider,
 )
-from perceiver.core.encoder import PerceiverEncoder, PerceiverEncoderConfig, SplitInput
+from perceiver.core.encoder import PerceiverEncoder, PerceiverEncoderConfig
 from perceiver.core.layers import (
     MLP,
     CrossAttentionLayer,
@@ -17,7 +20,6 @@ from perceiver.core.layers import (
     SelfAttentionLayer,
     set_activation_checkpointing,
 )
-from perceiver.core.linear import gelu_linear, linear, norm_linears
 from perceiver.core.perceiver_ar import PerceiverAR, PerceiverARCache, PerceiverARConfig
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.core.position import RotaryEmbedding, fourier_features, positions
@@ -36,7 +38,6 @@ __all__ = [
     "PerceiverIO",
     "PositionQueryProvider",
     "QueryProvider",
-    "SplitInput",
     "TrainableQueryProvider",
     "PerceiverAR",
     "PerceiverARCache",
@@ -47,9 +48,6 @@ __all__ = [
     "apply_rotary",
     "attend_mask",
     "fourier_features",
-    "gelu_linear",
-    "linear",
-    "norm_linears",
     "positions",
     "set_activation_checkpointing",
 ]
