@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from perceiver.adapters.base import TokenAdapter
 from perceiver.core.attention import Rotary
 from perceiver.core.position import RotaryEmbedding
+from perceiver.options import check_ranges
 
 
 @dataclass
@@ -27,6 +28,13 @@ class TextAdapterConfig:
     """Fraction of each attention head's channels rotated by rotary position embedding (0 turns it off)."""
     output_bias: bool = True
     init_scale: float = 0.02
+
+    def __post_init__(self):
+        check_ranges(
+            self,
+            {"vocab_size": ">= 1", "max_seq_len": ">= 1", "num_channels": ">= 1", "num_heads": ">= 1",
+             "rotary_fraction": "[0, 1]", "init_scale": "> 0"},
+        )
 
 
 class TextBytesAdapter(TokenAdapter):

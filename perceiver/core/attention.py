@@ -27,6 +27,7 @@ from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 from perceiver.core.linear import norm_linears, project
 from perceiver.core.split import SplitInput, norm_and_project
+from perceiver.options import check_ranges
 
 Rotary = Tuple[Tensor, Tensor]  # (cos, sin), each (B, 1, N, R): rotary angles of N positions
 
@@ -148,6 +149,13 @@ class AttentionConfig:
     num_output_channels: Optional[int] = None
     dropout: float = 0.0
     bias: bool = True
+
+    def __post_init__(self):
+        check_ranges(
+            self,
+            {"num_heads": ">= 1", "num_q_input_channels": ">= 1", "num_kv_input_channels": ">= 1",
+             "num_qk_channels": ">= 1", "num_v_channels": ">= 1", "num_output_channels": ">= 1", "dropout": "[0, 1)"},
+        )
 
 
 class MultiHeadAttention(nn.Module):

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from perceiver.core.attention_dropout import drop_mask
 from perceiver.core.layers import CrossAttentionLayer, set_activation_checkpointing
 from perceiver.core.position import fourier_features
+from perceiver.options import check_ranges
 
 
 def init_weights(module: nn.Module, init_scale: float) -> None:
@@ -121,18 +122,22 @@ class PerceiverDecoderConfig:
     init_scale: float = 0.02
     activation_checkpointing: bool = False
 
+    def __post_init__(self):
+        self.validate()
+
     def validate(self) -> None:
-        if min(self.num_latent_channels, self.num_query_channels, self.num_heads, self.widening_factor) < 1:
-            raise ValueError("decoder channel counts, heads and widening factor must be >= 1")
+        check_ranges(
+            self,
+            {"num_latent_channels": ">= 1", "num_query_channels": ">= 1", "num_heads": ">= 1",
+             "num_qk_channels": ">= 1", "num_v_channels": ">= 1", "widening_factor": ">= 1",
+             "attention_dropout": "[0, 1)", "residual_dropout": "[0, 1)", "init_scale": "> 0"},
+        )
         qk = self.num_qk_channels or self.num_query_channels
         v = self.num_v_channels or qk
         if qk % self.num_heads or v % self.num_heads:
             raise ValueError(
                 f"decoder qk ({qk}) and v ({v}) channels must be divisible by num_heads ({self.num_heads})"
             )
-        for name in ("attention_dropout", "residual_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 class PerceiverDecoder(nn.Module):

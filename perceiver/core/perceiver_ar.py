@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from perceiver.core.attention import KVCache, Rotary, attend_mask
 from perceiver.core.layers import CrossAttentionLayer, SelfAttentionBlock, set_activation_checkpointing
+from perceiver.options import check_ranges
 
 
 @dataclass
@@ -33,15 +34,20 @@ class PerceiverARConfig:
     attention_dropout: float = 0.0
     activation_checkpointing: bool = False
 
+    def __post_init__(self):
+        self.validate()
+
     def validate(self) -> None:
+        check_ranges(
+            self,
+            {"num_channels": ">= 1", "num_heads": ">= 1", "max_seq_len": ">= 1", "num_self_attention_layers": ">= 0",
+             "cross_attention_widening_factor": ">= 1", "self_attention_widening_factor": ">= 1",
+             "cross_attention_dropout": "[0, 1)", "post_attention_dropout": "[0, 1)", "attention_dropout": "[0, 1)"},
+        )
         if self.max_latents < 1 or self.max_latents > self.max_seq_len:
             raise ValueError(f"max_latents must be in 1..max_seq_len ({self.max_seq_len}), got {self.max_latents}")
         if self.num_channels % self.num_heads:
             raise ValueError(f"num_channels ({self.num_channels}) must be divisible by num_heads ({self.num_heads})")
-        if not 0.0 <= self.cross_attention_dropout < 1.0:
-            raise ValueError(f"cross_attention_dropout must be in [0, 1), got {self.cross_attention_dropout}")
-        if self.num_self_attention_layers < 0:
-            raise ValueError("num_self_attention_layers must be >= 0")
 
 
 @dataclass

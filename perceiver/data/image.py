@@ -19,6 +19,7 @@ from torch.utils.data import TensorDataset
 
 from perceiver.data.corpus import DataError, cache_key, cache_root
 from perceiver.data.labelled import LabelledDataModule
+from perceiver.options import check_ranges
 
 
 @dataclass
@@ -32,10 +33,7 @@ class ImageDataConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.val_size < 1:
-            raise ValueError(f"val_size must be >= 1, got {self.val_size}")
+        check_ranges(self, {"batch_size": ">= 1", "val_size": ">= 1", "num_workers": ">= 0", "seed": ">= 0"})
 
 
 Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train images, train labels, val images, val labels

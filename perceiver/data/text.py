@@ -28,6 +28,7 @@ from perceiver.data.corpus import (
 )
 from perceiver.data.distributed import evaluation_loader, training_loader
 from perceiver.data.tokenizer import VOCAB_SIZE
+from perceiver.options import check_ranges
 
 
 @dataclass
@@ -49,12 +50,11 @@ class TextDataConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0.0 <= self.random_train_truncation <= 1.0:
-            raise ValueError(f"random_train_truncation must be in [0, 1], got {self.random_train_truncation}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        check_ranges(
+            self,
+            {"max_seq_len": ">= 1", "batch_size": ">= 1", "min_seq_len": ">= 1", "random_train_truncation": "[0, 1]",
+             "val_fraction": "(0, 1)", "num_workers": ">= 0", "seed": ">= 0"},
+        )
 
 
 class ByteCorpusDataModule(pl.LightningDataModule):

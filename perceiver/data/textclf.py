@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from perceiver.data.corpus import DataError
 from perceiver.data.labelled import LabelledDataModule
 from perceiver.data.tokenizer import PAD_ID, ByteTokenizer
+from perceiver.options import check_ranges
 
 
 @dataclass
@@ -35,10 +36,11 @@ class TextClassificationDataConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.batch_size < 1 or self.max_seq_len < 1:
-            raise ValueError("batch_size and max_seq_len must be >= 1")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        check_ranges(
+            self,
+            {"max_seq_len": ">= 1", "batch_size": ">= 1", "val_fraction": "(0, 1)", "num_workers": ">= 0",
+             "seed": ">= 0"},
+        )
 
 
 class LabelledTexts(Dataset):

@@ -20,6 +20,7 @@ from perceiver.adapters.base import TokenInputAdapter
 from perceiver.core.decoder import TrainableQueryProvider
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.data.tokenizer import PAD_ID, VOCAB_SIZE, ByteTokenizer
+from perceiver.options import check_ranges
 from perceiver.tasks.base import ConfigError, lightning_module_getattr
 from perceiver.tasks.io import (
     ENCODER_FIELDS,
@@ -65,8 +66,9 @@ class ClassifierConfig(PerceiverIOOptions):
             raise ConfigError(f"num_classes must be >= 2, got {self.num_classes}")
         if self.image_shape is not None:
             self.image_shape = [int(v) for v in self.image_shape]
-        if self.max_seq_len < 1 or self.num_input_channels < 1:
-            raise ConfigError("max_seq_len and num_input_channels must be >= 1")
+        check_ranges(self, {"vocab_size": ">= 2", "max_seq_len": ">= 1", "num_input_channels": ">= 1"}, ConfigError)
+        if self.image_shape is not None and (len(self.image_shape) != 3 or min(self.image_shape) < 1):
+            raise ConfigError(f"image_shape must be (height, width, channels) >= 1, got {self.image_shape}")
         if self.freeze_encoder and not self.encoder_from:
             raise ConfigError("freeze_encoder needs encoder_from (a trained mlm model to take the encoder from)")
         self.validate_io()

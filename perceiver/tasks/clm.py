@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from perceiver import registry
 from perceiver.core.perceiver_ar import PerceiverAR, PerceiverARConfig
 from perceiver.core.position import positions
+from perceiver.options import check_ranges
 from perceiver.tasks.base import ConfigError, init_parameters, lightning_module_getattr
 from perceiver.tasks.sampling import sample_next, validate_sampling
 
@@ -48,16 +49,18 @@ class CausalLanguageModelConfig:
     adapter_options: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.vocab_size < 2:
-            raise ConfigError(f"vocab_size must be >= 2, got {self.vocab_size}")
-        if self.max_seq_len < 1:
-            raise ConfigError(f"max_seq_len must be >= 1, got {self.max_seq_len}")
+        check_ranges(
+            self,
+            {"vocab_size": ">= 2", "max_seq_len": ">= 1", "num_channels": ">= 1", "num_heads": ">= 1",
+             "num_self_attention_layers": ">= 0", "cross_attention_widening_factor": ">= 1",
+             "self_attention_widening_factor": ">= 1", "cross_attention_dropout": "[0, 1)",
+             "post_attention_dropout": "[0, 1)", "attention_dropout": "[0, 1)", "init_scale": "> 0"},
+            ConfigError,
+        )
         if not 1 <= self.max_latents <= self.max_seq_len:
             raise ConfigError(f"max_latents ({self.max_latents}) must be in 1..max_seq_len ({self.max_seq_len})")
         if self.num_channels % self.num_heads:
             raise ConfigError(f"num_channels ({self.num_channels}) must be divisible by num_heads ({self.num_heads})")
-        if not 0.0 <= self.cross_attention_dropout < 1.0:
-            raise ConfigError(f"cross_attention_dropout must be in [0, 1), got {self.cross_attention_dropout}")
 
     def perceiver_ar_config(self) -> PerceiverARConfig:
         return PerceiverARConfig(

@@ -12,6 +12,7 @@ from perceiver import registry
 from perceiver.adapters.base import InputAdapter, TokenAdapter, TokenInputAdapter
 from perceiver.core.decoder import PerceiverDecoder, PerceiverDecoderConfig, QueryProvider
 from perceiver.core.encoder import PerceiverEncoder, PerceiverEncoderConfig
+from perceiver.options import check_ranges
 from perceiver.tasks.base import ConfigError
 
 ENCODER_FIELDS = (
@@ -80,12 +81,24 @@ class PerceiverIOOptions:
 
     def validate_io(self) -> None:
         """Check the encoder/decoder options (called from the task configs' ``__post_init__``)."""
+        check_ranges(
+            self,
+            {"num_cross_attention_qk_channels": ">= 1", "num_cross_attention_v_channels": ">= 1",
+             "num_self_attention_qk_channels": ">= 1", "num_self_attention_v_channels": ">= 1",
+             "num_decoder_heads": ">= 1", "num_decoder_qk_channels": ">= 1", "num_decoder_v_channels": ">= 1",
+             "decoder_widening_factor": ">= 1", "init_scale": "> 0"},
+            ConfigError,
+        )
         try:
             self.encoder_config(num_input_channels=1).validate()
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        if self.num_decoder_heads < 1 or self.decoder_widening_factor < 1:
-            raise ConfigError("num_decoder_heads and decoder_widening_factor must be >= 1")
+        for name in ("num_decoder_qk_channels", "num_decoder_v_channels"):
+            channels = getattr(self, name)
+            if channels is not None and channels % self.num_decoder_heads:
+                raise ConfigError(
+                    f"{name} ({channels}) must be divisible by num_decoder_heads ({self.num_decoder_heads})"
+                )
 
     def encoder_config(self, num_input_channels: int) -> PerceiverEncoderConfig:
         values = {name: getattr(self, name) for name in ENCODER_FIELDS}

@@ -19,6 +19,7 @@ from perceiver.core.decoder import PositionQueryProvider, decode_row_sparse
 from perceiver.core.linear import is_plain_tree
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.data.tokenizer import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID, VOCAB_SIZE, ByteTokenizer
+from perceiver.options import check_ranges
 from perceiver.tasks.base import ConfigError, lightning_module_getattr
 from perceiver.tasks.io import PerceiverIOOptions, build_encoder_decoder, create_adapter, create_input_adapter
 
@@ -46,12 +47,12 @@ class MaskedLanguageModelConfig(PerceiverIOOptions):
     whose logits receive gradient (exact; much faster when the loss covers few positions, e.g. the masked ones)."""
 
     def __post_init__(self):
-        if self.vocab_size <= NUM_SPECIAL:
-            raise ConfigError(f"vocab_size must be > {NUM_SPECIAL}, got {self.vocab_size}")
-        if self.max_seq_len < 1 or self.num_input_channels < 1:
-            raise ConfigError("max_seq_len and num_input_channels must be >= 1")
-        if not 0.0 < self.mask_prob < 1.0:
-            raise ConfigError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+        check_ranges(
+            self,
+            {"vocab_size": f"> {NUM_SPECIAL}", "max_seq_len": ">= 1", "num_input_channels": ">= 1",
+             "mask_prob": "(0, 1)"},
+            ConfigError,
+        )
         self.validate_io()
 
 

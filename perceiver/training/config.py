@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from perceiver.options import check_ranges
+
 
 @dataclass
 class OptimizerConfig:
@@ -25,10 +27,11 @@ class OptimizerConfig:
             raise ValueError(f"optimizer must be adam or adamw, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be cosine or constant, got {self.schedule!r}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        check_ranges(
+            self,
+            {"lr": "> 0", "weight_decay": ">= 0", "beta1": "[0, 1)", "beta2": "[0, 1)", "warmup_steps": ">= 0",
+             "min_lr_ratio": "[0, 1]"},
+        )
 
 
 @dataclass
@@ -64,12 +67,12 @@ class TrainerConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.val_check_interval < 1:
-            raise ValueError(f"val_check_interval must be >= 1, got {self.val_check_interval}")
-        if self.accumulate_grad_batches < 1:
-            raise ValueError(f"accumulate_grad_batches must be >= 1, got {self.accumulate_grad_batches}")
+        check_ranges(
+            self,
+            {"max_steps": ">= 1", "val_check_interval": ">= 1", "limit_val_batches": ">= 0",
+             "accumulate_grad_batches": ">= 1", "gradient_clip": ">= 0", "num_nodes": ">= 1",
+             "distributed_timeout": ">= 1", "seed": f"[0, {MAX_SEED}]", "log_every_n_steps": ">= 1"},
+        )
         if self.logger not in ("csv", "tensorboard"):
             raise ValueError(f"logger must be csv or tensorboard, got {self.logger!r}")
         if self.strategy not in STRATEGIES:
@@ -80,12 +83,10 @@ class TrainerConfig:
         self.devices = str(self.devices).strip()
         if not _valid_devices(self.devices):
             raise ValueError(f"devices must be a number, auto, -1 (all) or GPU ids like 0,1; got {self.devices!r}")
-        if self.num_nodes < 1:
-            raise ValueError(f"num_nodes must be >= 1, got {self.num_nodes}")
-        if self.distributed_timeout < 1:
-            raise ValueError(f"distributed_timeout must be >= 1 second, got {self.distributed_timeout}")
 
 
+MAX_SEED = 2**32 - 1
+"""Largest seed Lightning's seed_everything takes (it replaces larger ones by a random seed)."""
 STRATEGIES = ("auto", "ddp", "fsdp")
 PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
 """Accepted --precision values -> Lightning's names."""
