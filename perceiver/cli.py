@@ -72,6 +72,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     _quiet_warnings(debug)
     try:
+        from perceiver.commands.train import with_resumed_task
+
+        argv = with_resumed_task(argv)  # `train --resume RUN` names the run's task for the task's command
         app = create_app(argv)
         command = typer.main.get_command(app)
         result = command.main(args=argv, prog_name="perceiver", standalone_mode=False)

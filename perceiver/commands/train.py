@@ -1,9 +1,13 @@
 """``perceiver train <task>``: one command per registered task, with options generated from its config dataclass
-and from the optimizer and trainer configs. Anything else: ``--set section.key=value`` or ``--config FILE.yaml``."""
+and from the optimizer and trainer configs. Anything else: ``--set section.key=value`` or ``--config FILE.yaml``.
+
+``perceiver train --resume RUN`` (or ``--output-dir RUN --resume``) continues a run with its stored plan; the task
+may be left out, :func:`with_resumed_task` reads it from the run."""
 
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import typer
@@ -74,10 +78,28 @@ def _fixed_parameters() -> List[inspect.Parameter]:
             Annotated[
                 bool,
                 typer.Option(
-                    "--resume", help="Continue the run in --output-dir from its last checkpoint.", rich_help_panel=panel
+                    "--resume",
+                    help="Continue the run in --output-dir (or write --resume RUN) from its last checkpoint, with its "
+                    "stored task, model, data, optimizer and trainer settings; options given again may change "
+                    "steps, validation, devices, precision and logging.",
+                    rich_help_panel=panel,
                 ),
             ],
             default=False,
+        ),
+        param(
+            "allow_change",
+            Annotated[
+                List[str],
+                typer.Option(
+                    "--allow-change",
+                    metavar="KEY",
+                    help="With --resume: let the option KEY (section.key, e.g. optimizer.lr, or a whole section) "
+                    "differ from the stored run (repeatable).",
+                    rich_help_panel=panel,
+                ),
+            ],
+            default=[],
         ),
         param(
             "data__data_path",
@@ -107,6 +129,17 @@ def _fixed_parameters() -> List[inspect.Parameter]:
             ],
         ),
     ]
+
+
+FIXED_FLAGS = {
+    "data": "--data", "adapter": "--adapter", "data__data_path": "--data-path", "data__batch_size": "--batch-size",
+    "data__num_workers": "--num-workers",
+}
+"""Parameter name -> flag of the fixed options that set a plan value (named in errors on resume)."""
+
+
+def _flag(param: inspect.Parameter) -> str:
+    return param.annotation.__metadata__[0].default.split("/")[0]  # typer.Option's first argument: "--flag[/--no-flag]"
 
 
 def _generated_parameters(section: str, config_class: type, panel: str, taken: set) -> List[inspect.Parameter]:
@@ -143,7 +176,7 @@ def make_train_command(task: str) -> Callable[..., None]:
     fixed = _fixed_parameters()
     taken = {
         "--data", "--adapter", "--model", "--config", "--set",
-        "--resume", "--data-path", "--batch-size", "--num-workers",
+        "--resume", "--allow-change", "--data-path", "--batch-size", "--num-workers",
     }
     generated = (
         _generated_parameters("model", entry.config_class(), f"Model ({task})", taken)
@@ -151,17 +184,21 @@ def make_train_command(task: str) -> Callable[..., None]:
         + _generated_parameters("trainer", TrainerConfig, "Trainer", taken)
     )
 
+    params = fixed + generated
+    flags = {p.name: _flag(p) for p in generated}
+    flags.update(FIXED_FLAGS)
+
     def train(**kwargs: Any) -> None:
         options: Dict[str, Dict[str, Any]] = {}
+        given = {k.replace("__", "."): flags[k] for k, value in kwargs.items() if k in flags and value is not None}
         for key in list(kwargs):
             if "__" in key:
                 section, name = key.split("__", 1)
                 value = kwargs.pop(key)
                 if value is not None:
                     options.setdefault(section, {})[name] = value
-        run_training(task, options=options, **kwargs)
+        run_training(task, options=options, flags=given, **kwargs)
 
-    params = fixed + generated
     train.__signature__ = inspect.Signature(params)
     train.__annotations__ = {p.name: p.annotation for p in params}
     train.__doc__ = (
@@ -169,6 +206,53 @@ def make_train_command(task: str) -> Callable[..., None]:
         f"Example: [bold]perceiver train {task} --data NAME --max-steps 1000 --output-dir runs/{task}[/]"
     )
     return train
+
+
+def with_resumed_task(argv: List[str]) -> List[str]:
+    """Command-line arguments with the resumed run spelled out for the task's command:
+    ``train [OPTIONS] --resume RUN`` -> ``train <task of RUN> [OPTIONS] --resume --output-dir RUN``, and
+    ``train --output-dir RUN --resume`` -> ``train <task of RUN> --output-dir RUN --resume``."""
+    command = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
+    if command is None or argv[command] != "train":
+        return argv
+    head, rest = argv[: command + 1], argv[command + 1 :]
+    if not any(arg == "--resume" or arg.startswith("--resume=") for arg in rest):
+        return argv
+    from perceiver.training.plan import PlanError, task_of_run
+
+    out: List[str] = []
+    run_dir = output_dir = None
+    index = 0
+    while index < len(rest):
+        arg = rest[index]
+        if arg.startswith("--resume="):
+            run_dir = arg.split("=", 1)[1]
+            arg = "--resume"
+        elif arg == "--resume" and index + 1 < len(rest) and not rest[index + 1].startswith("-"):
+            run_dir = rest[index + 1]
+            index += 1
+        elif arg == "--output-dir" and index + 1 < len(rest):
+            output_dir = rest[index + 1]
+        elif arg.startswith("--output-dir="):
+            output_dir = arg.split("=", 1)[1]
+        out.append(arg)
+        index += 1
+    if run_dir is not None:
+        if output_dir is not None and Path(output_dir) != Path(run_dir):
+            raise PlanError(f"--resume {run_dir} and --output-dir {output_dir} name different runs")
+        if output_dir is None:
+            out += ["--output-dir", run_dir]
+    run_dir = run_dir or output_dir
+    if (out and not out[0].startswith("-")) or any(arg in ("-h", "--help") for arg in out):
+        return head + out  # the task is named (or help is asked for)
+    if run_dir is None:
+        raise PlanError("--resume without a task needs the run: perceiver train --resume RUN")
+    task = task_of_run(run_dir)
+    if task is None:
+        raise PlanError(
+            f"{run_dir} holds no stored run (run.yaml): name the task, e.g. perceiver train clm --resume {run_dir} ..."
+        )
+    return head + [task] + out
 
 
 def _launched_as_rank_zero() -> bool:
@@ -187,25 +271,61 @@ def run_training(
     sets: Optional[List[str]] = None,
     resume: bool = False,
     options: Optional[Dict[str, Dict[str, Any]]] = None,
+    allow_change: Optional[List[str]] = None,
+    flags: Optional[Dict[str, str]] = None,
 ) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    from perceiver.training.plan import plan_training
+    from perceiver.training.plan import PlanError, plan_resume, plan_training
 
     # the other processes of a distributed run execute this command too; only rank 0 reports
-    console = Console(stderr=True, highlight=False, quiet=not _launched_as_rank_zero())
-    plan = plan_training(task, data, adapter, preset, config_file, options, list(sets or []), resume)
+    rank_zero = _launched_as_rank_zero()
+    console = Console(stderr=True, highlight=False, soft_wrap=True, quiet=not rank_zero)
+    sets = list(sets or [])
+    if resume:
+        run_dir = _run_dir(options, config_file)
+        plan = plan_resume(run_dir, task, data, adapter, preset, config_file, options, sets, allow_change or [], flags)
+    elif allow_change:
+        raise PlanError("--allow-change only applies to a resumed run (--resume)")
+    else:
+        plan = plan_training(task, data, adapter, preset, config_file, options, sets)
+    for note in plan.notes:
+        console.print(f"[yellow]warning:[/] {escape(note)}")
     console.print(
         f"[bold]train {plan.task}[/] on [bold]{plan.dataset}[/] with adapter [bold]{plan.adapter}[/] "
         f"-> {plan.trainer_config.output_dir}"
     )
+    if resume:
+        changes = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in plan.changes.items())
+        console.print(f"resuming {plan.trainer_config.output_dir} " + (f"with {escape(changes)}" if changes else
+                                                                       "with its stored settings"))
     from perceiver.training.fit import fit
+    from perceiver.training.rundir import RecordRun, removed_if_unstarted
 
-    result = fit(plan)
+    record = RecordRun(plan)
+    with removed_if_unstarted(plan.trainer_config.output_dir, record, rank_zero):
+        result = fit(plan, callbacks=[record])
     console.quiet = not result.get("is_global_zero", True)
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result["metrics"].items()) if k.startswith("val_"))
     console.print(f"[green]done[/] at step {result['step']}: {metrics or 'no validation run'}")
     console.print(f"model exported to [bold]{result['model_dir']}[/]")
+
+
+def _run_dir(options: Optional[Dict[str, Dict[str, Any]]], config_file: Optional[str]) -> str:
+    """The run that ``--resume`` continues: --output-dir, else the config file's, else the default."""
+    given = (options or {}).get("trainer", {}).get("output_dir")
+    if given:
+        return str(given)
+    if config_file:
+        from perceiver.training.plan import load_yaml
+
+        in_file = (load_yaml(config_file).get("trainer") or {}).get("output_dir")
+        if in_file:
+            return str(in_file)
+    from perceiver.training.config import TrainerConfig
+
+    return TrainerConfig.output_dir
 
 
 def _summary_command(description: str) -> Callable[..., None]:

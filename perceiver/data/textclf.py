@@ -107,6 +107,7 @@ class ImdbDataModule(TextClassificationDataModule):
     ``datasets.load_dataset("stanfordnlp/imdb")``; validation is the test split."""
 
     name = "imdb"
+    unused_options = ("val_fraction",)  # validates on the test split
     class_names = ["neg", "pos"]
 
     def examples(self, split: str) -> Iterable[Tuple[int, str]]:

@@ -26,7 +26,7 @@ from perceiver import registry
 from perceiver.checkpoint import load_model, save_model
 from perceiver.training.config import PRECISIONS, TrainerConfig
 from perceiver.training.lightning import AtomicCheckpointIO, LitTask
-from perceiver.training.plan import PlanError, TrainPlan
+from perceiver.training.plan import PlanError, TrainPlan, changed_model_fields
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -73,7 +73,8 @@ def _resume_path(plan: TrainPlan) -> Optional[str]:
         checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)  # every rank reads it
         saved = checkpoint.get("hyper_parameters", {}).get("config", {})
         current = asdict(plan.model_config)
-        differ = sorted(k for k in current if k in saved and saved[k] != current[k] and k != "activation_checkpointing")
+        vetted = {"activation_checkpointing"} | changed_model_fields(plan)  # --allow-change
+        differ = sorted(k for k in current if k in saved and saved[k] != current[k] and k not in vetted)
         if differ:
             details = ", ".join(f"{k}={saved[k]!r} (now {current[k]!r})" for k in differ[:4])
             raise ResumeError(f"{last} was trained with a different model config: {details}")
