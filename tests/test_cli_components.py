@@ -206,7 +206,7 @@ def test_config_file_sets_every_section_and_the_command_line_wins(run, text_file
 
     plans = []
 
-    def fake_fit(plan):
+    def fake_fit(plan, callbacks=None):
         plans.append(plan)
         return {"metrics": {"val_loss": 1.0}, "model_dir": str(tmp_path / "out" / "model"), "step": 3}
 

@@ -107,6 +107,22 @@ class LitTask(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["perceiver_task"] = self.task_name
 
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """On resume, before Lightning restores the optimizer and schedule: this run's optimizer options (which
+        ``--allow-change`` may have changed) replace the checkpoint's; the moments and the step count stay."""
+        cfg = self.optimizer_config
+        decay = cfg.weight_decay if cfg.optimizer == "adamw" else 0.0
+        for state in checkpoint.get("optimizer_states", []):
+            for index, group in enumerate(state.get("param_groups", [])):
+                base = group.get("initial_lr") or cfg.lr
+                group["lr"] = group.get("lr", base) * cfg.lr / base  # the schedule's current factor, new base
+                group["initial_lr"] = cfg.lr
+                group["betas"] = (cfg.beta1, cfg.beta2)
+                group["weight_decay"] = decay if index == 0 else 0.0  # the groups of configure_optimizers
+        for scheduler in checkpoint.get("lr_schedulers", []):
+            if "base_lrs" in scheduler:
+                scheduler["base_lrs"] = [cfg.lr] * len(scheduler["base_lrs"])
+
     def configure_optimizers(self):
         cfg = self.optimizer_config
         decay, no_decay = [], []
