@@ -342,7 +342,8 @@ def register(app: typer.Typer, build_tasks: bool = True, argv: Optional[List[str
     """Add ``perceiver train <task>``; with ``argv``, only the task named in it gets its full command (the others
     are listed by description), so that one task's imports never slow down or break another's."""
     train_app = typer.Typer(
-        help="Train a model: [bold]perceiver train <task> --data <dataset>[/] (tasks: `perceiver list tasks`).",
+        help="Train a model: [bold]perceiver train <task> --data <dataset>[/] (tasks: `perceiver list tasks`); "
+        "continue a run: [bold]perceiver train --resume <run dir>[/].",
         no_args_is_help=True,
         rich_markup_mode="rich",
     )
