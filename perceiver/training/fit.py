@@ -26,7 +26,7 @@ from perceiver import registry
 from perceiver.checkpoint import load_model, save_model
 from perceiver.training.config import PRECISIONS, TrainerConfig
 from perceiver.training.lightning import AtomicCheckpointIO, LitTask
-from perceiver.training.plan import PlanError, TrainPlan, changed_model_fields
+from perceiver.training.plan import RUN_FILE, PlanError, TrainPlan, changed_model_fields
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -43,7 +43,7 @@ def checkpoint_dir(output_dir) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-RUN_ENTRIES = ("checkpoints", "logs", "model", "curves.png")
+RUN_ENTRIES = ("checkpoints", "logs", "model", "curves.png", RUN_FILE)
 """What a training run writes into its output directory; a directory holding anything else is not a run."""
 
 

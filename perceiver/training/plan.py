@@ -26,7 +26,6 @@ import dataclasses
 import difflib
 import importlib.util
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -369,17 +368,14 @@ def write_run_file(plan: TrainPlan) -> Path:
     """Write ``output_dir/run.yaml`` atomically (a temporary file renamed into place)."""
     import yaml
 
-    path = Path(plan.trainer_config.output_dir) / RUN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from perceiver.files import atomic_write_file
+
     text = (
         "# The resolved plan of this run, written when training starts.\n"
         "# `perceiver train --resume RUN` continues it; `--config` reads it as a config file.\n"
         + yaml.safe_dump(run_record(plan), sort_keys=False)
     )
-    tmp = path.with_name(f".{RUN_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_file(Path(plan.trainer_config.output_dir) / RUN_FILE, lambda tmp: tmp.write_text(text))
 
 
 def read_run_file(run_dir: str) -> Optional[Dict[str, Any]]:
