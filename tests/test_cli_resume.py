@@ -262,3 +262,12 @@ def test_a_run_that_fails_before_its_first_step_leaves_no_directory(capsys, tmp_
     code, _, err = cli(capsys, *args, "--output-dir", existing)
     assert code == 1 and "broken step" in err
     assert existing.is_dir()  # never removed: it was there before the run
+
+
+def test_an_option_the_data_set_does_not_read_is_refused_unless_at_its_default():
+    from perceiver.training.plan import PlanError, plan_training
+
+    with pytest.raises(PlanError, match=r"data set 'wikitext' does not take --set data.val_fraction"):
+        plan_training("clm", "wikitext", preset="clm-tiny", sets=["data.val_fraction=0.1"])
+    plan = plan_training("clm", "wikitext", preset="clm-tiny", sets=["data.val_fraction=0.05"])  # as in a run.yaml
+    assert plan.data_config.val_fraction == 0.05

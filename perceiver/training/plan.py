@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from perceiver import registry
-from perceiver.options import OptionError, field_types, parse_value
+from perceiver.options import OptionError, field_default, field_types, parse_value
 from perceiver.training.config import OptimizerConfig, TrainerConfig
 
 SECTIONS = ("model", "adapter", "data", "optimizer", "trainer")
@@ -291,13 +291,15 @@ def _configured(section: str, config_class: Optional[type], build: Callable[[], 
 
 
 def _check_data_options(dataset_entry, given: Dict[str, Any]) -> None:
-    """Refuse options of a shared data config that the chosen data set does not read (``unused_options``)."""
+    """Refuse options of a shared data config that the chosen data set does not read (``unused_options``), unless
+    given at their default (as in a stored ``run.yaml`` used as ``--config``)."""
     try:
         module = dataset_entry.load()
     except registry.RegistryError:  # reported where the data module is built
         return
+    config_class = dataset_entry.config_class() if dataset_entry.config else None
     for key in getattr(module, "unused_options", ()):
-        if key in given:
+        if key in given and (config_class is None or given[key] != field_default(config_class, key)):
             flag = DATA_FLAGS.get(key, f"--set data.{key}")
             raise PlanError(f"data set {dataset_entry.name!r} does not take {flag} (data.{key}); leave it out")
 
