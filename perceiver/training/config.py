@@ -37,7 +37,12 @@ class TrainerConfig:
     """Checkpoints, logs and the exported model (output_dir/model) go here."""
     max_steps: int = 1000
     val_check_interval: int = 200
-    """Validate (and checkpoint) every this many training steps."""
+    """Validate every this many training steps."""
+    checkpoint_every: int = 0
+    """Rewrite checkpoints/last.ckpt every this many training steps (0: every val_check_interval steps)."""
+    checkpoint_every_minutes: float = 2.0
+    """Also rewrite it after this many minutes of training since the last time (0: by steps only). A hard kill
+    (kill -9, power loss) loses at most this much; Ctrl-C and SIGTERM save the current step."""
     limit_val_batches: int = 50
     """Validation batches per validation run (0 = all)."""
     accumulate_grad_batches: int = 1
@@ -57,17 +62,25 @@ class TrainerConfig:
     """Seconds a process waits for the others (start-up, collectives) before it gives up."""
     seed: int = 0
     log_every_n_steps: int = 10
+    """Write metrics to the log (and print a progress line, when not on a terminal) every this many steps."""
     logger: str = "csv"
-    """csv or tensorboard."""
+    """csv (logs/metrics.csv) or tensorboard (logs/); a resumed run continues the same log."""
     compile: bool = False
     """torch.compile the model."""
     progress: bool = True
+    """A live progress bar when stderr is a terminal; otherwise, and with --no-progress, plain lines."""
 
     def __post_init__(self):
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.val_check_interval < 1:
             raise ValueError(f"val_check_interval must be >= 1, got {self.val_check_interval}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (0: with validation), got {self.checkpoint_every}")
+        if self.checkpoint_every_minutes < 0:
+            raise ValueError(f"checkpoint_every_minutes must be >= 0 (0: off), got {self.checkpoint_every_minutes}")
+        if self.log_every_n_steps < 1:
+            raise ValueError(f"log_every_n_steps must be >= 1, got {self.log_every_n_steps}")
         if self.accumulate_grad_batches < 1:
             raise ValueError(f"accumulate_grad_batches must be >= 1, got {self.accumulate_grad_batches}")
         if self.logger not in ("csv", "tensorboard"):
