@@ -121,3 +121,13 @@ def step_seed(seed: int, rank: int, step: int, batch_idx: int) -> int:
     """A 63-bit seed that depends on every argument (numpy's SeedSequence mixes them)."""
     words = np.random.SeedSequence([seed, rank, step, batch_idx]).generate_state(2, np.uint32)
     return (int(words[0]) << 31) ^ int(words[1])
+
+
+class LoggedStepsFollowGlobalStep(pl.Callback):
+    """Log every row under its optimizer step. Lightning writes rows under its count of ``_batches_that_stepped``,
+    which it restores one too high from a checkpoint saved after training ended (the state that ``--resume`` with a
+    larger ``--max-steps`` starts from); with one optimizer the two counts are equal at the start of every batch.
+    Must come before the callbacks that log in ``on_train_batch_start`` (LearningRateMonitor)."""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
+        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step

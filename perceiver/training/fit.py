@@ -26,7 +26,7 @@ import torch
 
 from perceiver import registry
 from perceiver.checkpoint import load_model, save_model
-from perceiver.training.callbacks import SeedEveryStep, StopOnSignal
+from perceiver.training.callbacks import LoggedStepsFollowGlobalStep, SeedEveryStep, StopOnSignal
 from perceiver.training.config import PRECISIONS, TrainerConfig
 from perceiver.training.lightning import AtomicCheckpointIO, LitTask
 from perceiver.training.logs import run_logger
@@ -109,7 +109,7 @@ def _callbacks(plan: TrainPlan, unit: str = "items/s") -> List[pl.Callback]:
     ]
     if cfg.checkpoint_every_minutes > 0:  # Lightning wants one ModelCheckpoint per kind of interval
         callbacks.append(ModelCheckpoint(train_time_interval=timedelta(minutes=cfg.checkpoint_every_minutes), **every))
-    callbacks.append(LearningRateMonitor(logging_interval="step"))
+    callbacks += [LoggedStepsFollowGlobalStep(), LearningRateMonitor(logging_interval="step")]
     live = cfg.progress and sys.stderr.isatty()
     callbacks.append(TrainingProgress(live=live, every=cfg.log_every_n_steps, unit=unit))
     callbacks.append(SeedEveryStep(cfg.seed))
