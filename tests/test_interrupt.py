@@ -167,3 +167,35 @@ def test_step_seeds_depend_on_every_coordinate():
     seeds = {step_seed(s, r, t, b) for s in range(2) for r in range(2) for t in range(3) for b in range(2)}
     assert len(seeds) == 24 and all(0 <= s < 2**63 for s in seeds)
     assert step_seed(0, 0, 5, 0) == step_seed(0, 0, 5, 0)
+
+
+def test_the_stop_waits_for_the_end_of_an_accumulation_and_for_a_validation_that_is_due(tmp_path):
+    from types import SimpleNamespace
+
+    from perceiver.training.callbacks import StopOnSignal
+    from perceiver.training.signals import TrainingInterrupted
+
+    # 2 batches per optimizer step, 18 batches (9 steps) done; Lightning validates after batch index 19 (step 10)
+    trainer = SimpleNamespace(global_step=9, max_steps=30, world_size=1, log_every_n_steps=10, enable_validation=True,
+                              val_check_batch=10, fit_loop=SimpleNamespace(total_batch_idx=17))
+    stop = StopOnSignal(str(tmp_path / "last.ckpt"))
+    stop.on_train_start(trainer, None)
+
+    def batch():
+        """One training batch as Lightning runs it; the exception that stops training, if any."""
+        stop.on_train_batch_start(trainer, None, None, 0)
+        trainer.fit_loop.total_batch_idx += 1
+        trainer.global_step += trainer.fit_loop.total_batch_idx % 2  # the second batch of a pair steps
+        try:
+            stop.on_train_batch_end(trainer, None, None, None, 0)
+        except TrainingInterrupted as interrupted:
+            return interrupted
+
+    stop._handle(signal.SIGTERM, None)
+    assert batch() is None  # batch 18: gradients accumulated, no step yet
+    assert batch() is None and trainer.global_step == 10  # batch 19: step 10, and its validation is due
+    assert batch() is None  # batch 20: accumulating again
+    stopped = batch()  # batch 21: step 11
+    assert stopped is not None and stopped.step == 11 and stopped.signum == signal.SIGTERM
+    stop._handle(signal.SIGINT, None)  # a second signal while stopping changes nothing
+    assert stop.signum == signal.SIGTERM and stop.phase == "stopping"

@@ -38,6 +38,7 @@ class StopOnSignal(pl.Callback):
         self._previous: Dict[int, Any] = {}
         self._step_at_batch_start = 0
         self._agreed = False
+        self._waited_for_validation = False
 
     # -- signal handling ----------------------------------------------------------------------------------------
     def install(self) -> None:
@@ -87,9 +88,13 @@ class StopOnSignal(pl.Callback):
                 self._agreed = self.signum is not None
             elif step % max(1, trainer.log_every_n_steps) == 0:
                 self._agreed = trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False)
-        if self._agreed and not _validation_due(trainer):
-            self.phase = "stopping"
-            raise TrainingInterrupted(self.signum or signal.SIGTERM, step)
+        if not self._agreed:
+            return
+        if _validation_due(trainer) and not self._waited_for_validation:
+            self._waited_for_validation = True  # stop after the next step (it cannot wait twice: a validation ran)
+            return
+        self.phase = "stopping"
+        raise TrainingInterrupted(self.signum or signal.SIGTERM, step)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, TrainingInterrupted) and self.phase == "stopping":
@@ -100,7 +105,7 @@ class StopOnSignal(pl.Callback):
 def _validation_due(trainer: pl.Trainer) -> bool:
     """Whether Lightning validates after the current training batch (``val_check_interval`` counts batches).
     Stopping before such a validation would skip it for good: a resumed run does not repeat it."""
-    every = trainer.val_check_batch
+    every = getattr(trainer, "val_check_batch", None)
     if not trainer.enable_validation or not isinstance(every, int) or every < 1:
         return False
     return (trainer.fit_loop.total_batch_idx + 1) % every == 0

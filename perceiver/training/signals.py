@@ -22,8 +22,11 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, signum: int, step: Optional[int] = None, saved: bool = False, checkpoint: str = "",
                  report: bool = True):
+        super().__init__(signum)
         self.signum, self.step, self.saved, self.checkpoint, self.report = signum, step, saved, checkpoint, report
-        super().__init__(self.summary())
+
+    def __str__(self) -> str:
+        return self.summary()
 
     @property
     def exit_code(self) -> int:
