@@ -7,12 +7,14 @@ Heavy libraries (torch, Lightning, transformers) are imported inside the command
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from typing import List, Optional
 
 import typer
 
 from perceiver import __version__
+from perceiver.training.signals import TrainingInterrupted
 
 HELP = "Perceiver, Perceiver IO and Perceiver AR models: train, evaluate and generate by name."
 DEBUG_ENV = "PERCEIVER_DEBUG"
@@ -79,7 +81,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         command = typer.main.get_command(app)
         result = command.main(args=argv, prog_name="perceiver", standalone_mode=False)
         if isinstance(result, int) and not isinstance(result, bool) and result:
+            if result == 130:  # Typer's answer to Ctrl-C inside a command
+                _error("interrupted")
             sys.exit(result)
+    except TrainingInterrupted as interrupted:
+        if interrupted.report:
+            _interrupted(interrupted, argv)
+        sys.exit(interrupted.exit_code)
     except KeyboardInterrupt:
         _error("interrupted")
         sys.exit(130)
@@ -111,6 +119,18 @@ def _click_exit(error: BaseException) -> Optional[int]:
             _error("aborted")
             return 1
     return None
+
+
+def _interrupted(interrupted: TrainingInterrupted, argv: List[str]) -> None:
+    """One line: where training stopped and the command that continues it."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    line = interrupted.summary()
+    if interrupted.saved:
+        again = argv if "--resume" in argv else [*argv, "--resume"]
+        line += f"; continue with: perceiver {shlex.join(again)}"
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[yellow]{escape(line)}[/]")
 
 
 def _error(message: str) -> None:

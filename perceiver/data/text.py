@@ -26,7 +26,7 @@ from perceiver.data.corpus import (
     open_split,
     prepare_corpus,
 )
-from perceiver.data.distributed import evaluation_loader, training_loader
+from perceiver.data.distributed import evaluation_loader, run_position, training_loader
 from perceiver.data.tokenizer import VOCAB_SIZE
 from perceiver.options import check_ranges
 
@@ -109,9 +109,12 @@ class ByteCorpusDataModule(pl.LightningDataModule):
         self.val_set = FixedWindowDataset(open_split(self.corpus_dir, "val"), cfg.max_seq_len)
 
     def train_dataloader(self) -> DataLoader:
-        """Fresh random windows; each rank of a distributed run reads different ones (:mod:`.distributed`)."""
+        """Fresh random windows; each rank of a distributed run reads different ones, and a resumed run reads what it
+        would have read without the interruption (:mod:`.distributed`)."""
         self.setup()
-        return training_loader(self.train_set, self.config.batch_size, collate_windows, self.config.num_workers)
+        num_batches, start = run_position(self.trainer)
+        return training_loader(self.train_set, self.config.batch_size, collate_windows, self.config.num_workers,
+                               num_batches=num_batches, start_batch=start)
 
     def val_dataloader(self) -> DataLoader:
         """Every validation window once, split evenly between the ranks of a distributed run."""

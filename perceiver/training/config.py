@@ -40,7 +40,12 @@ class TrainerConfig:
     """Checkpoints, logs and the exported model (output_dir/model) go here."""
     max_steps: int = 1000
     val_check_interval: int = 200
-    """Validate (and checkpoint) every this many training steps."""
+    """Validate every this many training steps."""
+    checkpoint_every: int = 0
+    """Rewrite checkpoints/last.ckpt every this many training steps (0: every val_check_interval steps)."""
+    checkpoint_every_minutes: float = 2.0
+    """Also rewrite it after this many minutes of training since the last time (0: by steps only). A hard kill
+    (kill -9, power loss) loses at most this much; Ctrl-C and SIGTERM save the current step."""
     limit_val_batches: int = 50
     """Validation batches per validation run (0 = all)."""
     accumulate_grad_batches: int = 1
@@ -60,18 +65,21 @@ class TrainerConfig:
     """Seconds a process waits for the others (start-up, collectives) before it gives up."""
     seed: int = 0
     log_every_n_steps: int = 10
+    """Write metrics to the log (and print a progress line, when not on a terminal) every this many steps."""
     logger: str = "csv"
-    """csv or tensorboard."""
+    """csv (logs/metrics.csv) or tensorboard (logs/); a resumed run continues the same log."""
     compile: bool = False
     """torch.compile the model."""
     progress: bool = True
+    """A live progress bar when stderr is a terminal; otherwise, and with --no-progress, plain lines."""
 
     def __post_init__(self):
         check_ranges(
             self,
             {"max_steps": ">= 1", "val_check_interval": ">= 1", "limit_val_batches": ">= 0",
              "accumulate_grad_batches": ">= 1", "gradient_clip": ">= 0", "num_nodes": ">= 1",
-             "distributed_timeout": ">= 1", "seed": f"[0, {MAX_SEED}]", "log_every_n_steps": ">= 1"},
+             "distributed_timeout": ">= 1", "seed": f"[0, {MAX_SEED}]", "log_every_n_steps": ">= 1",
+             "checkpoint_every": ">= 0", "checkpoint_every_minutes": ">= 0"},
         )
         if self.logger not in ("csv", "tensorboard"):
             raise ValueError(f"logger must be csv or tensorboard, got {self.logger!r}")
