@@ -174,6 +174,22 @@ def test_non_finite_weights_are_refused_at_load(models, tmp_path, cli, value):
     load_model(damaged)
 
 
+def test_non_finite_names_exactly_the_tensors_with_nan_or_inf():
+    import torch
+
+    from perceiver.checkpoint import non_finite
+
+    state = {
+        "ok": torch.randn(5),
+        "nan": torch.tensor([1.0, float("nan")]),
+        "cancelling": torch.tensor([float("inf"), float("-inf")]),  # their sum is NaN
+        "half": torch.tensor([1.0, float("inf")], dtype=torch.float16),
+        "huge": torch.tensor([1e300, 1e300], dtype=torch.float64),  # finite, though their float32 sum is not
+        "ids": torch.tensor([1, 2, 3]),
+    }
+    assert non_finite(state) == ["nan", "cancelling", "half"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 #  --device: one check for every command
 # ---------------------------------------------------------------------------------------------------------------
