@@ -254,15 +254,26 @@ def test_train_refuses_a_data_set_whose_batches_the_task_cannot_read(cli, tmp_pa
 
 
 @pytest.fixture
-def audio_model(add_plugin, tmp_path_factory):
-    """A clm model with the mu-law audio adapter of plugins/perceiver-audio (registered in-process from source)."""
+def audio_models(add_plugin, tmp_path_factory):
+    """Models of each task with the mu-law audio adapter of plugins/perceiver-audio (registered in-process from
+    source): {"clm": dir, "mlm": dir, "clf": dir}."""
     add_plugin(example_plugin_module("perceiver-audio"), package="perceiver-audio")
-    return save_model(registry.create("model", "audio-clm-tiny"), tmp_path_factory.mktemp("audio") / "model")
+    root = tmp_path_factory.mktemp("audio")
+    built = {
+        "clm": registry.create("model", "audio-clm-tiny"),
+        "mlm": registry.create("model", "mlm-tiny", adapter="mulaw"),
+        "clf": registry.create("model", "clf-tiny", adapter="mulaw", num_classes=2),
+    }
+    return {name: save_model(model, root / name) for name, model in built.items()}
 
 
-def test_generate_refuses_a_model_that_does_not_read_text(audio_model, cli):
-    one_line(cli("generate", "--model", audio_model, "--prompt", "hello", "--num-tokens", "4"),
-             "generate gives the model text input, but its adapter 'mulaw' reads audio")
+@pytest.mark.parametrize("task, args, message", [
+    ("clm", ["generate", "--prompt", "hello", "--num-tokens", "4"], "generate gives the model text input"),
+    ("mlm", ["fill-mask", "a[MASK]"], "fill-mask gives the model text input"),
+    ("clf", ["predict", "a text"], "predict gives the model text or image input"),
+])
+def test_commands_refuse_a_model_that_does_not_read_their_input(audio_models, cli, task, args, message):
+    one_line(cli(*args, "--model", audio_models[task]), message, "but its adapter 'mulaw' reads audio")
 
 
 # ---------------------------------------------------------------------------------------------------------------
