@@ -46,6 +46,7 @@ def register_tasks(register):
         description="Causal language modeling with Perceiver AR",
         lightning="perceiver.tasks.lightning:LitCausalLanguageModel",
         inputs=("tokens",),
+        batches=("windows",),
     )
     register(
         "mlm",
@@ -54,6 +55,7 @@ def register_tasks(register):
         description="Masked language modeling with Perceiver IO (byte level, 80/10/10 masking)",
         lightning="perceiver.tasks.lightning:LitMaskedLanguageModel",
         inputs=("tokens",),
+        batches=("windows", "labelled"),
     )
     register(
         "clf",
@@ -62,12 +64,14 @@ def register_tasks(register):
         description="Classification of text or images with Perceiver IO",
         lightning="perceiver.tasks.lightning:LitClassifier",
         inputs=("tokens", "image"),
+        batches=("labelled",),
     )
 
 
 @hookimpl
 def register_datasets(register):
-    common = dict(config="perceiver.data.text:TextDataConfig", modality="text", input="tokens", adapter="text-bytes")
+    common = dict(config="perceiver.data.text:TextDataConfig", modality="text", input="tokens", adapter="text-bytes",
+                  batch="windows")
     register(
         "wikitext",
         "perceiver.data.text:WikiTextDataModule",
@@ -92,7 +96,8 @@ def register_datasets(register):
         description="Your own UTF-8 text: --data-path FILE_OR_DIR (.txt files), split into train/val",
         **common,
     )
-    images = dict(config="perceiver.data.image:ImageDataConfig", modality="image", input="image", adapter="image")
+    images = dict(config="perceiver.data.image:ImageDataConfig", modality="image", input="image", adapter="image",
+                  batch="labelled")
     register(
         "mnist",
         "perceiver.data.image:MnistDataModule",
@@ -106,7 +111,7 @@ def register_datasets(register):
         **images,
     )
     labelled = dict(config="perceiver.data.textclf:TextClassificationDataConfig", modality="text", input="tokens",
-                    adapter="text-bytes")
+                    adapter="text-bytes", batch="labelled")
     register(
         "imdb",
         "perceiver.data.textclf:ImdbDataModule",

@@ -28,7 +28,7 @@ def _version(value: bool) -> None:
 
 def create_app(argv: Optional[List[str]] = None) -> typer.Typer:
     """Build the Typer app: built-in commands, ``train <task>`` for every registered task, plugin commands."""
-    from perceiver import plugins
+    from perceiver import plugins, registry
     from perceiver.commands import convert, evaluate, fill_mask, generate, inspect, predict, train
 
     app = typer.Typer(
@@ -57,7 +57,7 @@ def create_app(argv: Optional[List[str]] = None) -> typer.Typer:
     predict.register(app)
     convert.register(app)
     train.register(app, build_tasks="train" in (argv or []), argv=argv)
-    plugins.register_commands(app)
+    plugins.register_commands(app, registry.REGISTRY)
     return app
 
 

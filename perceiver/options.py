@@ -94,7 +94,11 @@ def field_default(config_class: type, name: str) -> Any:
 
 def type_name(tp: Any) -> str:
     inner, optional = unwrap_optional(tp)
-    name = getattr(inner, "__name__", None) or str(inner).replace("typing.", "")
+    args = [a for a in typing.get_args(inner) if a is not Ellipsis]
+    if typing.get_origin(inner) in (list, tuple) and args:
+        name = f"list of {type_name(args[0])}"
+    else:
+        name = getattr(inner, "__name__", None) or str(inner).replace("typing.", "")
     return f"{name} or none" if optional else name
 
 
@@ -143,6 +147,16 @@ def parse_value(key: str, text: Any, tp: Any) -> Any:
             if not isinstance(value, dict):
                 raise ValueError
             return value
+        if origin in (list, tuple):  # a JSON list on the command line; each item checked against the item type
+            value = json.loads(text) if isinstance(text, str) else text
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            item_types = [a for a in typing.get_args(inner) if a is not Ellipsis] or [Any]
+            if len(item_types) > 1 and len(item_types) != len(value):
+                raise ValueError
+            items = [parse_value(f"{key}[{i}]", item, item_types[min(i, len(item_types) - 1)])
+                     for i, item in enumerate(value)]
+            return tuple(items) if origin is tuple else items
     except (TypeError, ValueError, json.JSONDecodeError):
         raise OptionError(f"invalid value {text!r} for {key}: expected {type_name(tp)}") from None
     return text

@@ -103,7 +103,7 @@ def test_generate_keeps_the_last_bytes_of_a_long_prompt(trained, capsys):
         (["--prompt", ""], "prompt is empty"),
         (["--prompt", "hi", "--num-latents", "0"], "1..16"),
         (["--prompt", "hi", "--num-latents", "17"], "1..16"),
-        (["--prompt", "hi", "--top-p", "2"], "top_p"),
+        (["--prompt", "hi", "--top-p", "2"], "--top-p"),
     ],
 )
 def test_generate_bad_input_is_one_line(trained, capsys, args, message):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from perceiver import registry
+from perceiver.compatibility import check_fit
 from perceiver.options import OptionError, field_default, field_types, parse_value
 from perceiver.training.config import OptimizerConfig, TrainerConfig
 
@@ -211,7 +212,7 @@ def plan_training(
     if not adapter:
         raise PlanError(f"data set {dataset!r} names no default adapter: use --adapter NAME")
     adapter_entry = registry.get("adapter", adapter)
-    _check_fit(task_entry, dataset_entry, adapter_entry)
+    check_fit(task_entry, dataset_entry, adapter_entry)
 
     classes = section_classes(task, dataset, adapter)
     sets_layer: Dict[str, Dict[str, Any]] = {s: {} for s in SECTIONS}
@@ -489,22 +490,6 @@ def _allowed_changes(keys: Iterable[str], plan: TrainPlan) -> set:
             raise OptionError(f"--allow-change {key}: no such option{hint}; write section.key, e.g. optimizer.lr")
         out.add(key)
     return out
-
-
-def _check_fit(task_entry, dataset_entry, adapter_entry) -> None:
-    accepted = tuple(task_entry.metadata.get("inputs", ()))
-    adapter_input = adapter_entry.metadata.get("input")
-    if accepted and adapter_input not in accepted:
-        raise PlanError(
-            f"task {task_entry.name!r} accepts {', '.join(accepted)} input, "
-            f"but adapter {adapter_entry.name!r} produces {adapter_input or 'unknown'} input"
-        )
-    data_modality, adapter_modality = dataset_entry.metadata.get("modality"), adapter_entry.metadata.get("modality")
-    if data_modality and adapter_modality and data_modality != adapter_modality:
-        raise PlanError(
-            f"data set {dataset_entry.name!r} holds {data_modality} data, "
-            f"but adapter {adapter_entry.name!r} reads {adapter_modality}"
-        )
 
 
 def with_model_facts(model_values: Dict[str, Any], model_class: type, dataset_entry, data_values: Dict[str, Any]):
