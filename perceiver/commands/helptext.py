@@ -71,7 +71,7 @@ def print_panels(console, panels: Dict[str, List[Tuple[str, str]]]) -> None:
         if side_by_side:
             table = Table.grid(padding=(0, 2), expand=True)
             table.add_column(no_wrap=True, min_width=name_width)
-            table.add_column(ratio=1)
+            table.add_column(ratio=1, overflow="fold")
             for label, text in rows:
                 table.add_row(Text(label, style="bold cyan"), text)  # Text: "[no-]" is no markup
             body = table

@@ -48,8 +48,6 @@ def list_components(
 
 SHOW_SECTIONS = {"task": "model", "model": "model", "adapter": "adapter", "dataset": "data"}
 """Kind -> the ``--set`` section of its options."""
-ADAPTER_SHARED = ("vocab_size", "max_seq_len", "num_channels", "num_heads")
-"""Adapter options that the task sets from its own config (not ``--set`` keys); see perceiver.training.plan."""
 
 
 def _value(value: Any) -> str:
@@ -62,6 +60,7 @@ def option_rows(config_class: type, section: str, values: Optional[Dict[str, Any
     from rich.markup import escape
 
     from perceiver.options import field_default, field_docs, field_types, type_name
+    from perceiver.training.plan import ADAPTER_SHARED  # set by the task, not --set keys
 
     docs = field_docs(config_class)
     rows = []
