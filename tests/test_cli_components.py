@@ -294,8 +294,11 @@ PROBE = (
 )
 
 
+LIGHT_COMMANDS = [["--help"], ["list"], ["plugins"], ["train", "--help"], ["show", "--help"], ["plot", "--help"]]
+
+
 @pytest.mark.parametrize("plugins_enabled", [False, True], ids=["no-plugins", "plugins"])
-@pytest.mark.parametrize("args", [["--help"], ["list"], ["plugins"], ["train", "--help"]], ids=" ".join)
+@pytest.mark.parametrize("args", LIGHT_COMMANDS, ids=" ".join)
 def test_help_and_list_do_not_import_torch(args, plugins_enabled):
     env = dict(os.environ)
     if plugins_enabled:
