@@ -430,8 +430,8 @@ def test_model_preset_builds_and_trains(name, package, registered):
     config = registry.get("task", task).build_config(**overrides)  # every key is a config field
     count = parameter_count(task, overrides)
     stated, tolerance = stated_parameter_count(entry.description)
-    if stated:
-        assert abs(count - stated) <= tolerance, f"{name}: description says {stated:,.0f} parameters, has {count:,}"
+    assert stated, f"{name}: the description must state the parameter count ({count:,}), e.g. '4.1M' or '36.2k'"
+    assert abs(count - stated) <= tolerance, f"{name}: description says {stated:,.0f} parameters, has {count:,}"
     adapter = getattr(config, "adapter", None)
     if adapter is not None:
         assert registry.contains("adapter", adapter), f"preset {name!r} uses unknown adapter {adapter!r}"
