@@ -71,7 +71,8 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 class _RotaryRotation(torch.autograd.Function):
     """A rotation's gradient is the rotation by the opposite angles, so the backward pass needs only the angles:
-    autograd would otherwise keep the unrotated queries and keys as well as the rotated ones."""
+    autograd would otherwise keep the unrotated queries and keys as well as the rotated ones. The backward pass is
+    itself a rotation, so second derivatives are exact (tests/test_double_backward.py)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

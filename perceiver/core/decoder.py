@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from perceiver.core.attention_dropout import drop_mask
 from perceiver.core.layers import CrossAttentionLayer, set_activation_checkpointing
@@ -229,6 +230,7 @@ class _RowSparseDecode(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # not differentiable itself: a second derivative raises
     def backward(ctx, grad_out: Tensor):
         latents, *params = ctx.saved_tensors
         rows = grad_out.ne(0).flatten(2).any(dim=2)  # (B, N): rows that receive gradient
