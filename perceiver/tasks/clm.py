@@ -49,7 +49,8 @@ class CausalLanguageModelConfig:
     init_scale: float = 0.02
     """Standard deviation of the normal weight initialisation."""
     activation_checkpointing: bool = False
-    """Recompute each layer's activations in the backward pass (less memory, ~30% slower)."""
+    """Recompute each layer's activations in the backward pass (less memory, slower: bench/activation_checkpointing.py
+    measures how much)."""
     adapter: str = "text-bytes"
     """Registered token adapter that embeds the input and produces logits."""
     adapter_options: Dict[str, Any] = field(default_factory=dict)

@@ -1,6 +1,9 @@
 """The Lightning side of every task: optimizer, schedule, logging, atomic checkpoints.
 
-This and the ``Lit*`` classes are the only places that import Lightning.
+Lightning is imported here, by the ``Lit*`` classes (``perceiver.tasks.lightning``), by ``perceiver.training.fit``
+and by the data modules (``perceiver.data.text``, ``perceiver.data.labelled``), so also by ``perceiver eval``, which
+uses a task's ``Lit*.compute`` and a data module. The models (``perceiver.tasks.clm`` etc.) import it only when their
+``Lit*`` attribute is first used.
 """
 
 from __future__ import annotations
