@@ -9,7 +9,6 @@ start, read in order, later values winning for the same step) and draws, against
 from __future__ import annotations
 
 import csv
-import os
 import re
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -90,12 +89,10 @@ def draw(runs: Dict[str, Curves], path: Path) -> List[str]:
         ax.set_ylabel({"loss": "loss (nats)", "bpb": "bits per byte", "accuracy": "accuracy"}[metric])
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        figure.savefig(tmp, format="png", dpi=100, metadata={"Software": f"{MARK} {__version__}"})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from perceiver.files import atomic_write_file
+
+    metadata = {"Software": f"{MARK} {__version__}"}
+    atomic_write_file(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100, metadata=metadata))
     return panels
 
 
