@@ -405,15 +405,27 @@ def test_adapter_builds_and_trains(name, package, registered):
 
 
 @pytest.mark.parametrize("name, package", components("task"))
-def test_task_builds_and_trains(name, package, registered):
+def test_task_builds_and_trains(name, package, registered, monkeypatch):
     registered(package)
     entry = registry.get("task", name)
     recipe = task_recipe(name)
     model = registry.create("task", name, **recipe.tiny())
     assert model.config == entry.build_config(**recipe.tiny())
     run_forward_backward(model, recipe.loss)
+    # the declared Lightning module computes that loss: its compute gives the loss and a positive count
     lit_class = registry.resolve(entry.metadata["lightning"])
-    assert lit_class.compute is not None and lit_class.task_name == name
+    assert lit_class.task_name == name
+    calls = []
+    compute = lit_class.compute
+
+    def spy(model, batch):
+        out = compute(model, batch)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(lit_class, "compute", staticmethod(spy))
+    loss = recipe.loss(model.eval())
+    assert len(calls) == 1 and calls[0]["loss"] is loss and int(calls[0]["count"]) > 0
 
 
 def parameter_count(task: str, overrides: Dict[str, Any]) -> int:
@@ -452,8 +464,8 @@ def test_model_preset_builds_and_trains(name, package, registered):
     config = registry.get("task", task).build_config(**overrides)  # every key is a config field
     count = parameter_count(task, overrides)
     stated, tolerance = stated_parameter_count(entry.description)
-    if stated:
-        assert abs(count - stated) <= tolerance, f"{name}: description says {stated:,.0f} parameters, has {count:,}"
+    assert stated, f"{name}: the description must state the parameter count ({count:,}), e.g. '4.1M' or '36.2k'"
+    assert abs(count - stated) <= tolerance, f"{name}: description says {stated:,.0f} parameters, has {count:,}"
     adapter = getattr(config, "adapter", None)
     if adapter is not None:
         assert registry.contains("adapter", adapter), f"preset {name!r} uses unknown adapter {adapter!r}"

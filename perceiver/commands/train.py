@@ -13,10 +13,14 @@ from typing import Any, Callable, Dict, List, Optional
 import typer
 from typing_extensions import Annotated
 
+from perceiver.commands.helptext import WideOptionsCommand
 from perceiver.options import field_default, field_docs, field_types, type_name, unwrap_optional
 
 SKIPPED_FIELDS = {"adapter", "adapter_options"}
 """Model config fields with their own options (--adapter, --set adapter.key=value)."""
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+"""A stand-in command takes every argument as it is, ``--help`` included, for the command it builds."""
 
 
 def _fixed_parameters() -> List[inspect.Parameter]:
@@ -30,7 +34,11 @@ def _fixed_parameters() -> List[inspect.Parameter]:
             Annotated[
                 Optional[str],
                 typer.Option(
-                    "--data", "-d", help="Registered data set (see `perceiver list datasets`).", rich_help_panel=panel
+                    "--data",
+                    "-d",
+                    metavar="NAME",
+                    help="Registered data set (see `perceiver list datasets`).",
+                    rich_help_panel=panel,
                 ),
             ],
         ),
@@ -38,7 +46,9 @@ def _fixed_parameters() -> List[inspect.Parameter]:
             "adapter",
             Annotated[
                 Optional[str],
-                typer.Option("--adapter", help="Input adapter (default: the data set's).", rich_help_panel=panel),
+                typer.Option(
+                    "--adapter", metavar="NAME", help="Input adapter (default: the data set's).", rich_help_panel=panel
+                ),
             ],
         ),
         param(
@@ -46,7 +56,10 @@ def _fixed_parameters() -> List[inspect.Parameter]:
             Annotated[
                 Optional[str],
                 typer.Option(
-                    "--model", help="Model preset, e.g. clm-30m (see `perceiver list models`).", rich_help_panel=panel
+                    "--model",
+                    metavar="PRESET",
+                    help="Model preset, e.g. clm-30m (see `perceiver list models`, `perceiver show model NAME`).",
+                    rich_help_panel=panel,
                 ),
             ],
         ),
@@ -56,6 +69,7 @@ def _fixed_parameters() -> List[inspect.Parameter]:
                 Optional[str],
                 typer.Option(
                     "--config",
+                    metavar="FILE",
                     help="YAML file with sections model, adapter, data, optimizer, trainer.",
                     rich_help_panel=panel,
                 ),
@@ -67,7 +81,9 @@ def _fixed_parameters() -> List[inspect.Parameter]:
                 List[str],
                 typer.Option(
                     "--set",
-                    help="Any option as \\[section.]key=value, e.g. adapter.rotary_fraction=0.25 (repeatable).",
+                    metavar="KEY=VALUE",
+                    help="Any option as \\[section.]key=value, e.g. adapter.rotary_fraction=0.25 (repeatable; "
+                    "the keys: `perceiver show task|adapter|dataset NAME`).",
                     rich_help_panel=panel,
                 ),
             ],
@@ -107,6 +123,7 @@ def _fixed_parameters() -> List[inspect.Parameter]:
                 Optional[str],
                 typer.Option(
                     "--data-path",
+                    metavar="PATH",
                     help="File or directory for data sets that read files (data set text).",
                     rich_help_panel="Data",
                 ),
@@ -328,11 +345,17 @@ def _run_dir(options: Optional[Dict[str, Dict[str, Any]]], config_file: Optional
     return TrainerConfig.output_dir
 
 
-def _summary_command(description: str) -> Callable[..., None]:
-    """Stands in for a task's command in ``perceiver train --help`` without importing the task's config class."""
+def _summary_command(task: str, description: str) -> Callable[..., Any]:
+    """Stands in for a task's command in ``perceiver train --help`` without importing the task's config class.
 
-    def summary() -> None:
-        pass
+    ``register`` gives the task named on the command line its full command, so this one only runs if that
+    detection missed it; it then builds the full command and runs it with the same arguments."""
+
+    def summary(ctx: typer.Context) -> Any:
+        app = typer.Typer(add_completion=False, rich_markup_mode="rich")
+        app.command(task, cls=WideOptionsCommand, context_settings=HELP_OPTIONS)(make_train_command(task))
+        command = typer.main.get_command(app)
+        return command.main(args=list(ctx.args), prog_name=ctx.command_path, standalone_mode=False)
 
     summary.__doc__ = description
     return summary
@@ -358,7 +381,11 @@ def register(app: typer.Typer, build_tasks: bool = True, argv: Optional[List[str
         named = [a for a in argv or [] if registry.contains("task", a)]
         for entry in registry.list("task"):
             if argv is None or entry.name in named:
-                train_app.command(entry.name, help=None, no_args_is_help=False)(make_train_command(entry.name))
+                train_app.command(entry.name, help=None, no_args_is_help=False, cls=WideOptionsCommand)(
+                    make_train_command(entry.name)
+                )
             else:
-                train_app.command(entry.name)(_summary_command(entry.description))
+                train_app.command(entry.name, context_settings=PASS_THROUGH)(
+                    _summary_command(entry.name, entry.description)
+                )
     app.add_typer(train_app, name="train", rich_help_panel="Train")

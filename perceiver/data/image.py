@@ -25,12 +25,15 @@ from perceiver.options import check_ranges
 @dataclass
 class ImageDataConfig:
     batch_size: int = 64
+    """Images per batch and device."""
     val_size: int = 1000
     """Images held out for validation (mnist-offline; mnist validates on its test split)."""
     num_workers: int = 0
+    """Data loader worker processes (0: load in the training process)."""
     cache_dir: Optional[str] = None
     """Where converted data sets are kept (default $PERCEIVER_CACHE_DIR or ~/.cache/perceiver/data)."""
     seed: int = 0
+    """Seed of the training order (default: the trainer's seed)."""
 
     def __post_init__(self):
         check_ranges(self, {"batch_size": ">= 1", "val_size": ">= 1", "num_workers": ">= 0", "seed": ">= 0"})

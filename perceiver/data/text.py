@@ -36,6 +36,7 @@ class TextDataConfig:
     max_seq_len: int = 4096
     """Window length; set from the model's max_seq_len by the trainer."""
     batch_size: int = 16
+    """Windows per batch and device."""
     min_seq_len: int = 16
     """Shortest training window when a window is truncated."""
     random_train_truncation: float = 0.5
@@ -47,7 +48,9 @@ class TextDataConfig:
     cache_dir: Optional[str] = None
     """Where prepared corpora are kept (default $PERCEIVER_CACHE_DIR or ~/.cache/perceiver/data)."""
     num_workers: int = 0
+    """Data loader worker processes (0: load in the training process)."""
     seed: int = 0
+    """Seed of the random training windows (default: the trainer's seed)."""
 
     def __post_init__(self):
         check_ranges(

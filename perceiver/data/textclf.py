@@ -30,10 +30,13 @@ class TextClassificationDataConfig:
     random_crop: bool = True
     """Train on a random max_seq_len-byte window of each longer text (False: always its first bytes)."""
     batch_size: int = 32
+    """Texts per batch and device."""
     val_fraction: float = 0.2
     """Share of documents held out for validation (bbc-news; imdb validates on its test split)."""
     num_workers: int = 0
+    """Data loader worker processes (0: load in the training process)."""
     seed: int = 0
+    """Seed of the training order (default: the trainer's seed)."""
 
     def __post_init__(self):
         check_ranges(

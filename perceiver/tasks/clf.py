@@ -46,6 +46,7 @@ class ClassifierConfig(PerceiverIOOptions):
     num_input_channels: int = 256
     """Channels of the token embedding (text input)."""
     num_decoder_heads: int = 1
+    """Heads of the decoder's cross-attention from the class query to the latents."""
     encoder_from: Optional[str] = None
     """Initialise the token embedding and encoder from this trained mlm model (directory or .ckpt)."""
     freeze_encoder: bool = False

@@ -32,21 +32,30 @@ class CausalLanguageModelConfig:
     max_latents: int = 512
     """Number of latent positions: the last max_latents positions, which get predictions."""
     num_channels: int = 512
+    """Channels of the embeddings, latents and every attention layer."""
     num_heads: int = 8
+    """Attention heads of every layer (num_channels must be divisible by it)."""
     num_self_attention_layers: int = 8
+    """Self-attention layers over the latents after the cross-attention layer."""
     cross_attention_widening_factor: int = 4
+    """MLP width of the cross-attention layer, as a multiple of num_channels."""
     self_attention_widening_factor: int = 4
+    """MLP width of the self-attention layers, as a multiple of num_channels."""
     cross_attention_dropout: float = 0.5
     """Fraction of the prefix dropped in training (Perceiver AR prefix dropout)."""
     post_attention_dropout: float = 0.0
+    """Dropout on attention and MLP outputs before they join the residual stream."""
     attention_dropout: float = 0.0
+    """Dropout on the attention probabilities."""
     init_scale: float = 0.02
     """Standard deviation of the normal weight initialisation."""
     activation_checkpointing: bool = False
-    """Recompute each layer's activations in the backward pass (less memory, ~30% slower)."""
+    """Recompute each layer's activations in the backward pass (less memory, slower: bench/activation_checkpointing.py
+    measures how much)."""
     adapter: str = "text-bytes"
     """Registered token adapter that embeds the input and produces logits."""
     adapter_options: Dict[str, Any] = field(default_factory=dict)
+    """Options of the adapter (--set adapter.key=value; see perceiver show adapter NAME)."""
 
     def __post_init__(self):
         check_ranges(

@@ -45,26 +45,39 @@ class PerceiverIOOptions:
     num_latent_channels: int = 512
     """Channels D of each latent."""
     num_cross_attention_heads: int = 8
+    """Heads of the encoder's cross-attention to the input."""
     num_cross_attention_qk_channels: Optional[int] = None
+    """Query/key channels of the cross-attention (default: num_latent_channels)."""
     num_cross_attention_v_channels: Optional[int] = None
+    """Value channels of the cross-attention (default: num_latent_channels)."""
     num_cross_attention_layers: int = 1
     """Cross-attention layers to the input (> 1: the original Perceiver's repeated cross-attention)."""
     first_cross_attention_layer_shared: bool = False
     """The first cross-attention layer shares the weights of the later ones."""
     cross_attention_widening_factor: int = 1
+    """MLP width of the cross-attention layers, as a multiple of their channels."""
     num_self_attention_heads: int = 8
+    """Heads of the self-attention layers over the latents."""
     num_self_attention_qk_channels: Optional[int] = None
+    """Query/key channels of the self-attention (default: num_latent_channels)."""
     num_self_attention_v_channels: Optional[int] = None
+    """Value channels of the self-attention (default: num_latent_channels)."""
     num_self_attention_layers_per_block: int = 6
+    """Self-attention layers in each self-attention block."""
     num_self_attention_blocks: int = 1
     """Self-attention blocks; cross-attention layer i runs before block i."""
     first_self_attention_block_shared: bool = True
     """The first self-attention block shares the weights of the later ones."""
     self_attention_widening_factor: int = 1
+    """MLP width of the self-attention layers, as a multiple of their channels."""
     num_decoder_heads: int = 8
+    """Heads of the decoder's cross-attention from the output queries to the latents."""
     num_decoder_qk_channels: Optional[int] = None
+    """Query/key channels of the decoder (default: the query channels)."""
     num_decoder_v_channels: Optional[int] = None
+    """Value channels of the decoder (default: the query channels)."""
     decoder_widening_factor: int = 1
+    """MLP width of the decoder, as a multiple of the query channels."""
     attention_dropout: float = 0.1
     """Dropout on the attention probabilities."""
     residual_dropout: float = 0.0
@@ -78,6 +91,7 @@ class PerceiverIOOptions:
     adapter: str = "text-bytes"
     """Registered input adapter (text-bytes for token ids, image for pixels)."""
     adapter_options: Dict[str, Any] = field(default_factory=dict)
+    """Options of the input adapter (--set adapter.key=value; see perceiver show adapter NAME)."""
 
     def validate_io(self) -> None:
         """Check the encoder/decoder options (called from the task configs' ``__post_init__``)."""

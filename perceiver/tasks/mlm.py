@@ -43,8 +43,10 @@ class MaskedLanguageModelConfig(PerceiverIOOptions):
     """fill-mask wraps texts in [CLS] ... [SEP] (how DeepMind's language Perceiver was trained; set by the
     converter)."""
     row_sparse_backward: bool = True
-    """When logits of all positions are computed in training, backpropagate through the decoder only at positions
-    whose logits receive gradient (exact; much faster when the loss covers few positions, e.g. the masked ones)."""
+    """When logits of all positions are computed in training (``model(input_ids)``), backpropagate through the
+    decoder only at positions whose logits receive gradient (the dense gradient up to float rounding; much faster
+    when the loss covers few positions). ``perceiver train mlm`` decodes only the masked positions and never takes
+    this path."""
 
     def __post_init__(self):
         check_ranges(

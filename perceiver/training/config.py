@@ -13,14 +13,19 @@ class OptimizerConfig:
     optimizer: str = "adamw"
     """adam or adamw."""
     lr: float = 2e-4
+    """Peak learning rate, reached after warmup_steps."""
     weight_decay: float = 0.01
     """Decoupled weight decay (adamw) on matrices; biases and norms are not decayed."""
     beta1: float = 0.9
+    """Adam's first-moment decay."""
     beta2: float = 0.999
+    """Adam's second-moment decay."""
     warmup_steps: int = 200
+    """Optimizer steps of linear warmup from 0 to lr."""
     schedule: str = "cosine"
     """cosine (decay to min_lr_ratio * lr after warmup) or constant (after warmup)."""
     min_lr_ratio: float = 0.1
+    """Final learning rate of the cosine schedule, as a fraction of lr."""
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "adamw"):
@@ -39,6 +44,7 @@ class TrainerConfig:
     output_dir: str = "runs/train"
     """Checkpoints, logs and the exported model (output_dir/model) go here."""
     max_steps: int = 1000
+    """Optimizer steps to train for (the run's total, also when resumed)."""
     val_check_interval: int = 200
     """Validate every this many training steps."""
     checkpoint_every: int = 0
@@ -51,6 +57,7 @@ class TrainerConfig:
     accumulate_grad_batches: int = 1
     """Sum the gradients of this many batches per optimizer step (global batch: batch_size x devices x nodes x this)."""
     gradient_clip: Optional[float] = 1.0
+    """Clip the gradient norm to this value (none: no clipping)."""
     accelerator: str = "auto"
     """auto, cpu, gpu (cuda) or another Lightning accelerator."""
     devices: str = "auto"
@@ -64,6 +71,7 @@ class TrainerConfig:
     distributed_timeout: int = 1800
     """Seconds a process waits for the others (start-up, collectives) before it gives up."""
     seed: int = 0
+    """Random seed of initialisation, data order and dropout."""
     log_every_n_steps: int = 10
     """Write metrics to the log (and print a progress line, when not on a terminal) every this many steps."""
     logger: str = "csv"

@@ -2,6 +2,11 @@
 
 The ``Lit*`` classes of the tasks build on :class:`LitTask`; the callbacks that run a training are in
 :mod:`.callbacks` and :mod:`.progress`.
+
+Lightning is imported here, by the ``Lit*`` classes (``perceiver.tasks.lightning``), by ``perceiver.training.fit``
+and by the data modules (``perceiver.data.text``, ``perceiver.data.labelled``), so also by ``perceiver eval``, which
+uses a task's ``Lit*.compute`` and a data module. The models (``perceiver.tasks.clm`` etc.) import it only when their
+``Lit*`` attribute is first used.
 """
 
 from __future__ import annotations
