@@ -177,8 +177,6 @@ def text_classifier(out: Path, seed: int) -> None:
 
 
 def image_classifier(out: Path, seed: int) -> None:
-    from PIL import Image
-
     from perceiver.model.core import ClassificationDecoderConfig
     from perceiver.model.vision.image_classifier import (
         ImageClassifierConfig,
@@ -187,6 +185,7 @@ def image_classifier(out: Path, seed: int) -> None:
         PerceiverImageClassifierConfig,
         PerceiverImageClassifierInputProcessor,
     )
+    from PIL import Image
 
     encoder = ImageEncoderConfig(
         image_shape=(6, 5, 1), num_frequency_bands=3, num_cross_attention_heads=3, num_self_attention_heads=4,

@@ -193,8 +193,12 @@ def interleaved_to_halves(weight: Tensor, num_heads: int, num_rotary: int) -> Te
 
 def _assign(model: nn.Module, state: Dict[str, Tensor], mapping: Dict[str, str],
             transforms: Optional[Dict[str, Callable[[Tensor], Tensor]]] = None) -> None:
-    from perceiver.hf.convert import ConversionError, _assign as assign
+    from perceiver.hf.convert import ConversionError
+    from perceiver.hf.convert import _assign as assign
 
+    absent = sorted(source for source in mapping if source not in state)
+    if absent:
+        raise KrassermError(f"missing weights: {', '.join(absent[:3])}{' ...' if len(absent) > 3 else ''}")
     try:
         assign(model, state, mapping, transforms)
     except ConversionError as error:
