@@ -256,3 +256,14 @@ def test_cli_eval_on_a_krasserm_directory(capsys, tmp_path):
                          "--batch-size", "4", "--max-batches", "2")
     assert code == 0, err
     assert "bpb" in out or "bits" in out
+
+
+def test_cli_convert_turns_a_krasserm_directory_into_an_export(capsys, tmp_path):
+    code, _, err = cli(capsys, "convert", FIXTURES / "mlm", "--output", tmp_path / "mlm")
+    assert code == 0, err
+    assert "krasserm's MaskedLanguageModel" in err
+    assert json.loads((tmp_path / "mlm" / "config.json").read_text())["task"] == "mlm"
+    model, data = load_model(tmp_path / "mlm"), expected("mlm")
+    with torch.no_grad():
+        logits = model(data["input_ids"], data["pad_mask"])
+    torch.testing.assert_close(logits, data["logits"], rtol=RTOL, atol=ATOL)
