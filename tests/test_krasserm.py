@@ -183,6 +183,19 @@ def test_an_option_the_project_cannot_express_is_refused_in_one_line(name, edit,
     assert named in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def test_fields_a_saved_config_lacks_take_krasserms_defaults(tmp_path):
+    """krasserm's config classes fill in missing fields (e.g. of a config saved by an older version): so does this."""
+    def drop(config):
+        config["model_config"]["decoder"].pop("cross_attention_residual")  # krasserm's default True = the fixture's
+        config["model_config"]["encoder"].pop("dropout")
+
+    model, data = load_model(copy_fixture("mlm", tmp_path, drop)), expected("mlm")
+    assert model.config.decoder_query_residual is True
+    with torch.no_grad():
+        logits = model(data["input_ids"], data["pad_mask"])
+    torch.testing.assert_close(logits, data["logits"], rtol=RTOL, atol=ATOL)
+
+
 def test_wrong_task_is_named(tmp_path):
     with pytest.raises(ModelLoadError, match="'mlm' model .*expected a 'clm'"):
         load_model(FIXTURES / "mlm", task="clm")

@@ -54,6 +54,44 @@ PREFIX = "backend_model."
 # config fields that only matter in training (or to how a result is computed, not to what it is)
 _IGNORED = {"activation_offloading", "max_heads_parallel", "freeze", "params"}
 
+# krasserm 0.11's defaults, which its config classes give fields a saved config lacks (e.g. one saved by an older
+# version): CausalLanguageModelConfig, EncoderConfig (+ TextEncoderConfig, ImageEncoderConfig), DecoderConfig
+# (+ TextDecoderConfig, ClassificationDecoderConfig)
+CLM_DEFAULTS = dict(
+    vocab_size=262, max_seq_len=4096, max_latents=512, num_channels=512, num_heads=8, num_self_attention_layers=8,
+    num_self_attention_rotary_layers=1, self_attention_widening_factor=4, cross_attention_widening_factor=4,
+    cross_attention_dropout=0.5, post_attention_dropout=0.0, residual_dropout=0.0, activation_checkpointing=False,
+    output_norm=False, output_bias=True, abs_pos_emb=True, init_scale=0.02,
+)
+ENCODER_DEFAULTS = dict(
+    num_cross_attention_heads=8, num_cross_attention_qk_channels=None, num_cross_attention_v_channels=None,
+    num_cross_attention_layers=1, first_cross_attention_layer_shared=False, cross_attention_widening_factor=1,
+    num_self_attention_heads=8, num_self_attention_qk_channels=None, num_self_attention_v_channels=None,
+    num_self_attention_layers_per_block=8, num_self_attention_blocks=1, first_self_attention_block_shared=True,
+    self_attention_widening_factor=1, dropout=0.0, init_scale=0.02,
+)
+TEXT_ENCODER_DEFAULTS = dict(ENCODER_DEFAULTS, vocab_size=10003, max_seq_len=256, num_input_channels=64)
+IMAGE_ENCODER_DEFAULTS = dict(ENCODER_DEFAULTS, image_shape=[224, 224, 3], num_frequency_bands=32)
+DECODER_DEFAULTS = dict(
+    num_cross_attention_heads=8, num_cross_attention_qk_channels=None, num_cross_attention_v_channels=None,
+    cross_attention_widening_factor=1, cross_attention_residual=True, dropout=0.0, init_scale=0.02,
+)
+TEXT_DECODER_DEFAULTS = dict(DECODER_DEFAULTS, num_output_query_channels=None, vocab_size=10003, max_seq_len=512)
+CLASSIFICATION_DECODER_DEFAULTS = dict(DECODER_DEFAULTS, num_output_queries=1, num_output_query_channels=256,
+                                       num_classes=100)
+IO_DEFAULTS = dict(activation_checkpointing=False)
+
+
+def _with_defaults(model_config: Mapping[str, Any], encoder_defaults, decoder_defaults) -> Dict[str, Any]:
+    """A krasserm Perceiver IO ``model_config`` with krasserm's defaults for the fields it lacks."""
+    values = dict(IO_DEFAULTS, **model_config)
+    for key in ("num_latents", "num_latent_channels"):
+        if key not in values:
+            raise KrassermError(f"the krasserm config lacks {key}")
+    values["encoder"] = dict(encoder_defaults, **(model_config.get("encoder") or {}))
+    values["decoder"] = dict(decoder_defaults, **(model_config.get("decoder") or {}))
+    return values
+
 
 class KrassermError(ModelLoadError):
     """A krasserm model that cannot be loaded, with the reason (one line)."""
@@ -221,7 +259,7 @@ def causal_lm_config(model_config: Mapping[str, Any]):
     """krasserm ``CausalLanguageModelConfig`` values -> :class:`~perceiver.tasks.clm.CausalLanguageModelConfig`."""
     from perceiver.tasks.clm import CausalLanguageModelConfig
 
-    c = dict(model_config)
+    c = dict(CLM_DEFAULTS, **model_config)
     _check_fields(c, _CLM_FIELDS, "")
     head_dim = c["num_channels"] // c["num_heads"]
     num_rotary = head_dim // 2 if c["abs_pos_emb"] else head_dim
@@ -401,7 +439,7 @@ def _text_embedding_map() -> Dict[str, str]:
 def convert_masked_lm(config: Mapping[str, Any], state: Dict[str, Tensor], directory: Path) -> nn.Module:
     from perceiver.tasks.mlm import MaskedLanguageModel, MaskedLanguageModelConfig
 
-    mc = config["model_config"]
+    mc = _with_defaults(config["model_config"], TEXT_ENCODER_DEFAULTS, TEXT_DECODER_DEFAULTS)
     enc, dec = mc["encoder"], mc["decoder"]
     options = _io_options(mc, state, ("vocab_size", "max_seq_len", "num_input_channels"),
                           ("num_output_query_channels", "vocab_size", "max_seq_len"))
@@ -433,8 +471,8 @@ def _class_names(config: Mapping[str, Any], num_classes: int) -> Optional[List[s
     return names
 
 
-def _classifier_options(config: Mapping[str, Any], state: Mapping[str, Tensor], encoder_fields) -> Dict[str, Any]:
-    mc = config["model_config"]
+def _classifier_options(config: Mapping[str, Any], mc: Mapping[str, Any], state: Mapping[str, Tensor],
+                        encoder_fields) -> Dict[str, Any]:
     dec = mc["decoder"]
     options = _io_options(mc, state, encoder_fields, ("num_output_queries", "num_output_query_channels",
                                                        "num_classes"))
@@ -457,8 +495,8 @@ def _classifier_map(mc: Mapping[str, Any], state: Mapping[str, Tensor]) -> Dict[
 def convert_text_classifier(config: Mapping[str, Any], state: Dict[str, Tensor], directory: Path) -> nn.Module:
     from perceiver.tasks.clf import Classifier, ClassifierConfig
 
-    mc = config["model_config"]
-    options = _classifier_options(config, state, ("vocab_size", "max_seq_len", "num_input_channels"))
+    mc = _with_defaults(config["model_config"], TEXT_ENCODER_DEFAULTS, CLASSIFICATION_DECODER_DEFAULTS)
+    options = _classifier_options(config, mc, state, ("vocab_size", "max_seq_len", "num_input_channels"))
     model = Classifier(ClassifierConfig(adapter="text-bytes", **_text_encoder_options(mc["encoder"]), **options))
     _assign(model, state, {**_text_embedding_map(), **_classifier_map(mc, state)})
     return model
@@ -491,12 +529,12 @@ def image_normalisation(directory: Path, num_channels: int) -> Dict[str, List[fl
 def convert_image_classifier(config: Mapping[str, Any], state: Dict[str, Tensor], directory: Path) -> nn.Module:
     from perceiver.tasks.clf import Classifier, ClassifierConfig
 
-    mc = config["model_config"]
+    mc = _with_defaults(config["model_config"], IMAGE_ENCODER_DEFAULTS, CLASSIFICATION_DECODER_DEFAULTS)
     enc = mc["encoder"]
     image_shape = [int(v) for v in enc["image_shape"]]
     if len(image_shape) != 3:
         raise _refuse("encoder.image_shape", enc["image_shape"], "only (height, width, channels) images")
-    options = _classifier_options(config, state, ("image_shape", "num_frequency_bands"))
+    options = _classifier_options(config, mc, state, ("image_shape", "num_frequency_bands"))
     model = Classifier(ClassifierConfig(
         adapter="image",
         adapter_options=dict(num_frequency_bands=enc["num_frequency_bands"],
