@@ -220,14 +220,27 @@ def _load_ckpt(path: Path) -> Tuple[str, Dict[str, Any], Dict[str, torch.Tensor]
     return task, hparams["config"], state
 
 
+def _load_krasserm(path: Path, meta: Dict[str, Any], task: str = None) -> nn.Module:
+    from perceiver.hf.krasserm import krasserm_task, load_krasserm
+
+    if task is not None and krasserm_task(meta) != task:
+        raise ModelLoadError(f"{path} is a {krasserm_task(meta)!r} model (krasserm's), expected a {task!r} model")
+    return load_krasserm(path, meta)
+
+
 def load_model(path: Union[str, Path], task: str = None, map_location: str = "cpu") -> nn.Module:
-    """Load a model in eval mode from an export directory, a training output directory or a ``.ckpt`` file.
+    """Load a model in eval mode from an export directory, a training output directory or a ``.ckpt`` file, or a
+    directory saved by krasserm's perceiver-io (see :mod:`perceiver.hf.krasserm`).
 
     :param task: if given, the model must be of this task (e.g. ``"clm"``)
     """
     path = resolve_model_path(path)
     if path.is_dir():
         meta = _read_json(path / CONFIG_FILE)
+        from perceiver.hf.krasserm import is_krasserm_config
+
+        if is_krasserm_config(meta):  # a model saved by krasserm's perceiver-io
+            return _load_krasserm(path, meta, task).to(map_location).eval()
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or "task" not in meta or "config" not in meta:
             raise ModelLoadError(f"{path / CONFIG_FILE} is not a perceiver model config")
         model = _build(meta["task"], meta["config"], path, task)

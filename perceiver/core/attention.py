@@ -153,6 +153,9 @@ class AttentionConfig:
     num_output_channels: Optional[int] = None
     dropout: float = 0.0
     bias: bool = True
+    """Bias of the query, key and value projections (and of the output projection unless ``out_bias`` is set)."""
+    out_bias: Optional[bool] = None
+    """Bias of the output projection (None: same as ``bias``)."""
 
     def __post_init__(self):
         check_ranges(
@@ -186,7 +189,7 @@ class MultiHeadAttention(nn.Module):
         self.q_proj = nn.Linear(config.num_q_input_channels, qk, bias=config.bias)
         self.k_proj = nn.Linear(config.num_kv_input_channels, qk, bias=config.bias)
         self.v_proj = nn.Linear(config.num_kv_input_channels, v, bias=config.bias)
-        self.o_proj = nn.Linear(v, out, bias=config.bias)
+        self.o_proj = nn.Linear(v, out, bias=config.bias if config.out_bias is None else config.out_bias)
 
     def _heads(self, x: Tensor, head_dim: int) -> Tensor:
         batch, length, _ = x.shape

@@ -47,6 +47,8 @@ class ClassifierConfig(PerceiverIOOptions):
     """Channels of the token embedding (text input)."""
     num_decoder_heads: int = 1
     """Heads of the decoder's cross-attention from the class query to the latents."""
+    num_output_query_channels: Optional[int] = None
+    """Channels of the decoder's output query (None: num_latent_channels)."""
     encoder_from: Optional[str] = None
     """Initialise the token embedding and encoder from this trained mlm model (directory or .ckpt)."""
     freeze_encoder: bool = False
@@ -135,10 +137,11 @@ class Classifier(PerceiverIO):
             num_heads=config.num_cross_attention_heads,
             image_shape=config.image_shape,
         )
-        query_provider = TrainableQueryProvider(1, config.num_latent_channels, config.init_scale)
+        query_channels = config.num_output_query_channels or config.num_latent_channels
+        query_provider = TrainableQueryProvider(1, query_channels, config.init_scale)
         encoder, decoder = build_encoder_decoder(config, input_adapter, query_provider, query_residual=True)
         output_adapter = create_adapter(
-            "class-logits", {}, input_adapter, num_channels=config.num_latent_channels, num_classes=config.num_classes
+            "class-logits", {}, input_adapter, num_channels=query_channels, num_classes=config.num_classes
         )
         super().__init__(input_adapter, encoder, decoder, output_adapter)
         self.config = config

@@ -56,6 +56,22 @@ class CausalLanguageModelConfig:
     """Registered token adapter that embeds the input and produces logits."""
     adapter_options: Dict[str, Any] = field(default_factory=dict)
     """Options of the adapter (--set adapter.key=value; see perceiver show adapter NAME)."""
+    output_norm: bool = True
+    """LayerNorm on the latents' outputs before the logits."""
+    num_rotary_layers: Optional[int] = None
+    """Self-attention layers, counted from the first, that apply rotary position embedding (None: all; the
+    cross-attention always does)."""
+    qkv_bias: bool = True
+    """Biases of the query, key and value projections (cross- and self-attention)."""
+    cross_attention_out_bias: bool = True
+    """Bias of the cross-attention's output projection."""
+    self_attention_out_bias: bool = True
+    """Bias of the self-attention layers' output projections."""
+    mlp_bias: bool = True
+    """Biases of the MLPs (cross- and self-attention layers)."""
+    latent_kv_query_norm: bool = False
+    """In the cross-attention, normalise the latents' keys and values with the query LayerNorm (krasserm's Perceiver
+    AR) instead of the key/value LayerNorm that normalises the prefix."""
 
     def __post_init__(self):
         check_ranges(
@@ -84,6 +100,12 @@ class CausalLanguageModelConfig:
             post_attention_dropout=self.post_attention_dropout,
             attention_dropout=self.attention_dropout,
             activation_checkpointing=self.activation_checkpointing,
+            num_rotary_layers=self.num_rotary_layers,
+            qkv_bias=self.qkv_bias,
+            cross_attention_out_bias=self.cross_attention_out_bias,
+            self_attention_out_bias=self.self_attention_out_bias,
+            mlp_bias=self.mlp_bias,
+            latent_kv_query_norm=self.latent_kv_query_norm,
         )
 
 
@@ -108,7 +130,7 @@ class CausalLanguageModel(nn.Module):
             **config.adapter_options,
         )
         self.perceiver_ar = PerceiverAR(config.perceiver_ar_config())
-        self.out_norm = nn.LayerNorm(config.num_channels)
+        self.out_norm = nn.LayerNorm(config.num_channels) if config.output_norm else nn.Identity()
         init_parameters(self.perceiver_ar, config.init_scale)
 
     @classmethod
@@ -183,6 +205,7 @@ class CausalLanguageModel(nn.Module):
         if self.training:
             warnings.warn("generate() called in training mode: prefix dropout is active; call model.eval() first")
 
+        x_like = next(self.perceiver_ar.parameters())  # dtype and device of the cache
         ids = prompt
         pad = pad_mask if pad_mask is not None else torch.zeros_like(prompt, dtype=torch.bool)
         num_latents = min(num_latents, ids.shape[1])
@@ -194,7 +217,7 @@ class CausalLanguageModel(nn.Module):
                 if cache is None:
                     new_ids, new_pad, new_pos = ids, pad, pos
                     cache = self.perceiver_ar.empty_cache(
-                        ids.shape[0], self.out_norm.weight, getattr(self.adapter, "num_rotary_channels", 0)
+                        ids.shape[0], x_like, getattr(self.adapter, "num_rotary_channels", 0)
                     )
                 else:
                     new_pad = pad[:, -1:]

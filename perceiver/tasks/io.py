@@ -78,6 +78,8 @@ class PerceiverIOOptions:
     """Value channels of the decoder (default: the query channels)."""
     decoder_widening_factor: int = 1
     """MLP width of the decoder, as a multiple of the query channels."""
+    decoder_query_residual: Optional[bool] = None
+    """Add the decoder's attention output to its queries (None: the task's choice, off for mlm, on for clf)."""
     attention_dropout: float = 0.1
     """Dropout on the attention probabilities."""
     residual_dropout: float = 0.0
@@ -174,7 +176,10 @@ def create_input_adapter(name: str, options: Dict[str, Any], **shared: Any) -> I
 
 def build_encoder_decoder(options: PerceiverIOOptions, input_adapter: InputAdapter, query_provider: QueryProvider,
                           query_residual: bool):
+    """:param query_residual: the task's default for ``options.decoder_query_residual``"""
     encoder = PerceiverEncoder(options.encoder_config(input_adapter.num_input_channels))
+    if options.decoder_query_residual is not None:
+        query_residual = options.decoder_query_residual
     decoder_config = options.decoder_config(query_provider.num_query_channels, query_residual)
     decoder = PerceiverDecoder(decoder_config, query_provider)
     return encoder, decoder
