@@ -173,7 +173,7 @@ def test_hook_register_tasks(add_plugin, capsys, cli_width):
     assert code == 0 and "toy-task" in out and "perceiver-toy-tasks" in out
     code, out, err = cli(capsys, "train", "toy-task", "--help")  # the CLI is assembled from the registry
     assert code == 0, err
-    assert "--hidden" in out and "Width of the toy model's only layer" in out and "--fancy" in out
+    assert "--hidden" in out and "Width of the toy model's only layer" in out and "--[no-]fancy" in out
     code, _, err = cli(capsys, "train", "toy-task", "--data", "text", "--hidden", "wide")
     assert code == 1 and "invalid value 'wide' for model.hidden: expected int" in err
 
