@@ -157,10 +157,12 @@ def _load_ckpt(path: Path) -> Tuple[str, Dict[str, Any], Dict[str, torch.Tensor]
     return task, hparams["config"], state
 
 
-def load_model(path: Union[str, Path], task: str = None, map_location: str = "cpu") -> nn.Module:
+def load_model(path: Union[str, Path], task: str = None, map_location: str = "cpu", dtype=None) -> nn.Module:
     """Load a model in eval mode from an export directory, a training output directory or a ``.ckpt`` file.
 
     :param task: if given, the model must be of this task (e.g. ``"clm"``)
+    :param dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` (or the torch dtype): store the weights, and so the
+        decoding cache, in it (:func:`perceiver.inference.cast`)
     """
     path = resolve_model_path(path)
     if path.is_dir():
@@ -182,4 +184,6 @@ def load_model(path: Union[str, Path], task: str = None, map_location: str = "cp
         model_task, config_values, state = _load_ckpt(path)
         model = _build(model_task, config_values, path, task)
     _load_state(model, state, path)
-    return model.to(map_location).eval()
+    from perceiver.inference import cast
+
+    return cast(model.to(map_location).eval(), dtype, map_location)

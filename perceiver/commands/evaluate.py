@@ -18,6 +18,8 @@ def evaluate(
     max_batches: Optional[int] = typer.Option(None, "--max-batches", help="Evaluate at most this many batches."),
     sets: List[str] = typer.Option([], "--set", help="Data option as key=value (repeatable)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, ..."),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights in float32, bfloat16 or float16."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: int8 linear layers (CPU)."),
 ) -> None:
     """Print validation loss and task metrics (bits per byte and perplexity for [bold]clm[/])."""
     from rich.console import Console
@@ -30,7 +32,10 @@ def evaluate(
     from perceiver.training.plan import parse_sets
 
     dataset = registry.get("dataset", data)
-    lm = load_model(model, map_location=device)
+    from perceiver import inference
+
+    inference.check(dtype, quantize)
+    lm = inference.prepare(load_model(model, map_location=device), dtype, quantize, device)
     config_class = dataset.config_class()
     types = field_types(config_class)
     values = {"data_path": data_path, "batch_size": batch_size}

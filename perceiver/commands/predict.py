@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import typer
 
@@ -46,6 +46,8 @@ def predict(
     model: Path = typer.Option(..., "--model", "-m", help="clf model directory, training output directory or .ckpt."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="Labels to print per input."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, ..."),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights in float32, bfloat16 or float16."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: int8 linear layers (CPU)."),
 ) -> None:
     """Print the most likely labels of each input with their probabilities.
 
@@ -61,7 +63,10 @@ def predict(
 
     if top_k < 1:
         raise typer.BadParameter(f"must be >= 1, got {top_k}", param_hint="--top-k")
-    clf = load_model(model, task="clf", map_location=device)
+    from perceiver import inference
+
+    inference.check(dtype, quantize)
+    clf = inference.prepare(load_model(model, task="clf", map_location=device), dtype, quantize, device)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if clf.reads_text:
         probs = clf.predict_proba(list(inputs))
