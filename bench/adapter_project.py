@@ -131,9 +131,8 @@ def clm_logits(model, x, prefix_len):
 
 
 def build_generator(spec, variant):
-    from perceiver.tasks.clm import CausalLanguageModel
-
     from perceiver.inference import prepare
+    from perceiver.tasks.clm import CausalLanguageModel
 
     model = CausalLanguageModel(_clm_config(spec.model)).eval()
     use_cache = not variant.startswith("nocache")
