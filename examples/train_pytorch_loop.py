@@ -5,6 +5,7 @@
 
 import argparse
 
+import torch
 import torch.nn.functional as F
 from torch.optim import Adam
 
@@ -22,7 +23,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--output-dir", default="runs/loop/model")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the prefix dropout")
     args = parser.parse_args()
+    torch.manual_seed(args.seed)
 
     model_config = CausalLanguageModelConfig(**registry.get("model", args.preset).load())
     data = registry.create("dataset", args.data, max_seq_len=model_config.max_seq_len, batch_size=args.batch_size,

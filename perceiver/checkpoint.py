@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import torch
 from torch import nn
 
 from perceiver import registry
+from perceiver.options import field_default, field_types, parse_value
 
 FORMAT = "perceiver"
 CONFIG_FILE = "config.json"
@@ -86,8 +87,9 @@ def _read_json(path: Path) -> Dict[str, Any]:
 
 
 def resolve_model_path(path: Union[str, Path]) -> Path:
-    """Accept a model directory, a training output directory (``<dir>/model``), a ``.ckpt`` file or a Hugging Face
-    Hub repo id ``org/name[@revision]`` (downloaded into the Hub cache, see :mod:`perceiver.hub`)."""
+    """Accept a model directory, a training output directory (``<dir>/model``), a ``.ckpt`` file, one of the files of
+    an export (which stands for its directory) or a Hugging Face Hub repo id ``org/name[@revision]`` (downloaded into
+    the Hub cache, see :mod:`perceiver.hub`)."""
     from perceiver import hub
 
     if hub.is_repo_id(path):
@@ -104,21 +106,56 @@ def resolve_model_path(path: Union[str, Path]) -> Path:
         if last.exists():
             return last
         raise ModelLoadError(f"{str(path)!r} holds no {CONFIG_FILE}, model/{CONFIG_FILE} or checkpoints/last.ckpt")
+    if path.name in EXPORT_FILES and (path.parent / CONFIG_FILE).exists():
+        return path.parent
     return path
 
 
-def _build(task: str, config_values: Dict[str, Any], source: Path, expected_task: str = None) -> nn.Module:
+def _typed_values(config_class: type, values: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """``values`` converted to the types of ``config_class``'s fields, as ``--set`` values are (unknown keys are
+    left for the config to refuse)."""
+    types = field_types(config_class)
+    return {key: parse_value(f"{where}{key}", value, types[key]) if key in types else value
+            for key, value in values.items()}
+
+
+def _build(task: str, config_values: Any, source: Path, expected_task: str = None) -> nn.Module:
+    """The task's model from saved config values, each checked against the type of its config field (and
+    ``adapter_options`` against the adapter's config); every misfit is a :class:`ModelLoadError`."""
     if expected_task is not None and task != expected_task:
         raise ModelLoadError(f"{source} is a {task!r} model, expected a {expected_task!r} model")
+    if not isinstance(config_values, dict):
+        raise ModelLoadError(f"{source}: the model config is a {type(config_values).__name__}, not a mapping")
     try:
         entry = registry.get("task", task)
+        values = _typed_values(entry.config_class(), config_values, "")
+        adapter_options = values.get("adapter_options")
+        adapter_name = values.get("adapter") or field_default(entry.config_class(), "adapter")
+        if isinstance(adapter_options, dict) and isinstance(adapter_name, str) and adapter_name:
+            adapter_class = registry.get("adapter", adapter_name).config_class()
+            if adapter_class is not None:
+                values["adapter_options"] = _typed_values(adapter_class, adapter_options, "adapter_options.")
+        config = entry.build_config(**values)
+        return entry.load()(config)
     except registry.RegistryError as error:
         raise ModelLoadError(f"{source}: {error}") from error
-    try:
-        config = entry.build_config(**config_values)
     except (TypeError, ValueError) as error:
         raise ModelLoadError(f"{source}: config does not fit task {task!r}: {error}") from error
-    return entry.load()(config)
+
+
+def non_finite(state: Dict[str, torch.Tensor]) -> List[str]:
+    """Names of the floating-point tensors in ``state`` with a NaN or infinite element.
+
+    A tensor's sum is finite unless an element is not (or the sum overflows), so the exact element-wise check runs
+    only where the sum is not finite: a sum is far cheaper on CPU than ``isfinite(t).all()``, which allocates a
+    boolean tensor.
+    """
+    return [
+        key for key, value in state.items()
+        if value.is_floating_point()
+        and not torch.isfinite(value.sum(dtype=torch.float32))
+        and not torch.isfinite(value).all()
+    ]
 
 
 def _load_state(model: nn.Module, state: Dict[str, torch.Tensor], source: Path) -> None:
@@ -139,26 +176,61 @@ def _load_state(model: nn.Module, state: Dict[str, torch.Tensor], source: Path) 
         problems.append(f"shape mismatch {', '.join(mismatched[:3])}{' ...' if len(mismatched) > 3 else ''}")
     if problems:
         raise ModelLoadError(f"weights in {source} do not match its config: {'; '.join(problems)}")
+    broken = non_finite(state)  # a NaN or infinite weight makes outputs NaN: say so now, not at the first sample
+    if broken:
+        names = f"{', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}"
+        raise ModelLoadError(
+            f"weights in {source} hold NaN or infinite values ({names}): the file is damaged or training diverged"
+        )
     model.load_state_dict(state)
 
 
+TORCH_FILE_MAGIC = (b"PK\x03\x04", b"\x80")
+"""How a file written by ``torch.save`` starts: a zip archive (the default format) or a pickle (the legacy one)."""
+
+
 def _load_ckpt(path: Path) -> Tuple[str, Dict[str, Any], Dict[str, torch.Tensor]]:
+    """(task, config values, model weights) of a Lightning checkpoint written by perceiver training."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except OSError as error:
+        raise ModelLoadError(f"cannot read checkpoint {path}: {error.strerror or error}") from error
+    if not head.startswith(TORCH_FILE_MAGIC):
+        raise ModelLoadError(
+            f"cannot read checkpoint {path}: not a torch file; a model is a directory with {CONFIG_FILE} and "
+            f"{WEIGHTS_FILE}, a training output directory or a Lightning .ckpt file"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # corrupt, truncated, or not a torch file
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    except Exception as error:  # corrupt, truncated, or a torch file with pickled objects
+        lines = str(error).strip().splitlines()
+        reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
         raise ModelLoadError(f"cannot read checkpoint {path}: {reason}") from error
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    if not hparams or "config" not in hparams or "state_dict" not in checkpoint:
+    if not isinstance(hparams, dict) or "config" not in hparams or not isinstance(checkpoint.get("state_dict"), dict):
         raise ModelLoadError(f"{path} is not a checkpoint written by perceiver training")
-    task = checkpoint.get("perceiver_task") or hparams.get("task") or "clm"
+    task = checkpoint.get("perceiver_task") or hparams.get("task")
+    if not isinstance(task, str) or not task:
+        raise ModelLoadError(
+            f"{path} does not name its task (no 'perceiver_task' entry): it was not written by perceiver training"
+        )
     state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     state = {k.replace("_orig_mod.", ""): v for k, v in state.items()}
     return task, hparams["config"], state
 
 
+def _load_krasserm(path: Path, meta: Dict[str, Any], task: str = None) -> nn.Module:
+    from perceiver.hf.krasserm import krasserm_task, load_krasserm
+
+    if task is not None and krasserm_task(meta) != task:
+        raise ModelLoadError(f"{path} is a {krasserm_task(meta)!r} model (krasserm's), expected a {task!r} model")
+    return load_krasserm(path, meta)
+
+
 def load_model(path: Union[str, Path], task: str = None, map_location: str = "cpu", dtype=None) -> nn.Module:
-    """Load a model in eval mode from an export directory, a training output directory or a ``.ckpt`` file.
+    """Load a model in eval mode from an export directory, a training output directory or a ``.ckpt`` file, or a
+    directory saved by krasserm's perceiver-io (see :mod:`perceiver.hf.krasserm`).
 
     :param task: if given, the model must be of this task (e.g. ``"clm"``)
     :param dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` (or the torch dtype): store the weights, and so the
@@ -167,7 +239,13 @@ def load_model(path: Union[str, Path], task: str = None, map_location: str = "cp
     path = resolve_model_path(path)
     if path.is_dir():
         meta = _read_json(path / CONFIG_FILE)
-        if meta.get("format") != FORMAT or "task" not in meta or "config" not in meta:
+        from perceiver.hf.krasserm import is_krasserm_config
+
+        if is_krasserm_config(meta):  # a model saved by krasserm's perceiver-io
+            from perceiver.inference import cast
+
+            return cast(_load_krasserm(path, meta, task).to(map_location).eval(), dtype, map_location)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or "task" not in meta or "config" not in meta:
             raise ModelLoadError(f"{path / CONFIG_FILE} is not a perceiver model config")
         model = _build(meta["task"], meta["config"], path, task)
         weights = path / WEIGHTS_FILE

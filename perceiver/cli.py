@@ -7,12 +7,14 @@ Heavy libraries (torch, Lightning, transformers) are imported inside the command
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from typing import List, Optional
 
 import typer
 
 from perceiver import __version__
+from perceiver.training.signals import TrainingInterrupted
 
 HELP = "Perceiver, Perceiver IO and Perceiver AR models: train, evaluate and generate by name."
 DEBUG_ENV = "PERCEIVER_DEBUG"
@@ -26,8 +28,8 @@ def _version(value: bool) -> None:
 
 def create_app(argv: Optional[List[str]] = None) -> typer.Typer:
     """Build the Typer app: built-in commands, ``train <task>`` for every registered task, plugin commands."""
-    from perceiver import plugins
-    from perceiver.commands import convert, evaluate, fill_mask, generate, inspect, predict, train
+    from perceiver import plugins, registry
+    from perceiver.commands import convert, evaluate, fill_mask, generate, inspect, plot, predict, train
 
     app = typer.Typer(
         name="perceiver",
@@ -54,8 +56,9 @@ def create_app(argv: Optional[List[str]] = None) -> typer.Typer:
     fill_mask.register(app)
     predict.register(app)
     convert.register(app)
+    plot.register(app)
     train.register(app, build_tasks="train" in (argv or []), argv=argv)
-    plugins.register_commands(app)
+    plugins.register_commands(app, registry.REGISTRY)
     return app
 
 
@@ -72,11 +75,20 @@ def main(argv: Optional[List[str]] = None) -> None:
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     _quiet_warnings(debug)
     try:
+        from perceiver.commands.train import with_resumed_task
+
+        argv = with_resumed_task(argv)  # `train --resume RUN` names the run's task for the task's command
         app = create_app(argv)
         command = typer.main.get_command(app)
         result = command.main(args=argv, prog_name="perceiver", standalone_mode=False)
         if isinstance(result, int) and not isinstance(result, bool) and result:
+            if result == 130:  # Typer's answer to Ctrl-C inside a command
+                _error("interrupted")
             sys.exit(result)
+    except TrainingInterrupted as interrupted:
+        if interrupted.report:
+            _interrupted(interrupted, argv)
+        sys.exit(interrupted.exit_code)
     except KeyboardInterrupt:
         _error("interrupted")
         sys.exit(130)
@@ -108,6 +120,18 @@ def _click_exit(error: BaseException) -> Optional[int]:
             _error("aborted")
             return 1
     return None
+
+
+def _interrupted(interrupted: TrainingInterrupted, argv: List[str]) -> None:
+    """One line: where training stopped and the command that continues it."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    line = interrupted.summary()
+    if interrupted.saved:
+        again = argv if "--resume" in argv else [*argv, "--resume"]
+        line += f"; continue with: perceiver {shlex.join(again)}"
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[yellow]{escape(line)}[/]")
 
 
 def _error(message: str) -> None:

@@ -19,12 +19,13 @@ def register_adapters(register):
 @hookspec
 def register_tasks(register):
     """Register tasks:
-    ``register(name, model_class, config=ConfigClass, description=..., lightning=..., inputs=(...))``."""
+    ``register(name, model_class, config=ConfigClass, description=..., lightning=..., inputs=(...), batches=(...))``."""
 
 
 @hookspec
 def register_datasets(register):
-    """Register data sets: ``register(name, datamodule_class, config=ConfigClass, description=..., modality=...)``."""
+    """Register data sets:
+    ``register(name, datamodule_class, config=ConfigClass, description=..., modality=..., batch=...)``."""
 
 
 @hookspec

@@ -20,6 +20,37 @@ class OptionError(ValueError):
     """A config key that does not exist or a value of the wrong type."""
 
 
+def check_ranges(config: Any, ranges: Dict[str, str], error: type = ValueError) -> None:
+    """Raise ``error("<field> must be <range>, got <value>")`` for the first field of ``config`` outside its range.
+
+    ``ranges`` maps field names to ``">= 1"``, ``"> 0"``, ``"<= 1"``, ``"< 1"`` or an interval such as ``"[0, 1)"``
+    (brackets include the bound, parentheses exclude it). ``None`` values (unset optional fields) are skipped.
+    """
+    for name, valid in ranges.items():
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise error(f"{name} must be a number {_describe(valid)}, got {value!r}")
+        if not _within(value, valid):
+            raise error(f"{name} must be {_describe(valid)}, got {value!r}")
+
+
+def _describe(valid: str) -> str:
+    return f"in {valid}" if valid[0] in "[(" else valid
+
+
+def _within(value: float, valid: str) -> bool:
+    if valid[0] in "[(":
+        low, high = (float(part) for part in valid[1:-1].split(","))
+        above = value >= low if valid[0] == "[" else value > low
+        below = value <= high if valid[-1] == "]" else value < high
+        return above and below
+    operator, bound = valid.split()
+    bound = float(bound)
+    return {">=": value >= bound, ">": value > bound, "<=": value <= bound, "<": value < bound}[operator]
+
+
 @functools.lru_cache(maxsize=None)
 def field_types(config_class: type) -> Dict[str, Any]:
     """Resolved type of each field of a dataclass (annotations may be strings)."""
@@ -63,7 +94,11 @@ def field_default(config_class: type, name: str) -> Any:
 
 def type_name(tp: Any) -> str:
     inner, optional = unwrap_optional(tp)
-    name = getattr(inner, "__name__", None) or str(inner).replace("typing.", "")
+    args = [a for a in typing.get_args(inner) if a is not Ellipsis]
+    if typing.get_origin(inner) in (list, tuple) and args:
+        name = f"list of {type_name(args[0])}"
+    else:
+        name = getattr(inner, "__name__", None) or str(inner).replace("typing.", "")
     return f"{name} or none" if optional else name
 
 
@@ -112,6 +147,16 @@ def parse_value(key: str, text: Any, tp: Any) -> Any:
             if not isinstance(value, dict):
                 raise ValueError
             return value
+        if origin in (list, tuple):  # a JSON list on the command line; each item checked against the item type
+            value = json.loads(text) if isinstance(text, str) else text
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            item_types = [a for a in typing.get_args(inner) if a is not Ellipsis] or [Any]
+            if len(item_types) > 1 and len(item_types) != len(value):
+                raise ValueError
+            items = [parse_value(f"{key}[{i}]", item, item_types[min(i, len(item_types) - 1)])
+                     for i, item in enumerate(value)]
+            return tuple(items) if origin is tuple else items
     except (TypeError, ValueError, json.JSONDecodeError):
         raise OptionError(f"invalid value {text!r} for {key}: expected {type_name(tp)}") from None
     return text

@@ -7,8 +7,11 @@ Third-party packages declare an entry point in the group ``perceiver``::
 
 Plugins are loaded once, on first use of the registry. ``PERCEIVER_DISABLE_PLUGINS=1`` skips third-party plugins
 (the built-in ones always load); ``PERCEIVER_LOAD_PLUGINS=a,b`` loads only the named entry points.
-A plugin that fails to import, or raises in a hook, is reported as one warning line and skipped; a plugin with a
-hook implementation that matches no hook is unregistered and reported as an error after the others have loaded.
+A plugin that fails to import, raises in a hook, or has a hook implementation that matches no hook (a misspelt
+hook or argument name) is reported as one warning line and skipped; the others load and the CLI works. The same
+warning is printed once.
+
+This module never imports :mod:`perceiver.registry`: the registry to fill is passed in.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set
 
 import pluggy
 
@@ -37,10 +40,6 @@ REGISTER_HOOKS = {
     "register_datasets": "dataset",
     "register_models": "model",
 }
-
-
-class PluginError(RuntimeError):
-    """A plugin that cannot be used as written (e.g. a hook implementation with no matching hook)."""
 
 
 class PluginWarning(UserWarning):
@@ -60,6 +59,8 @@ pm = pluggy.PluginManager(GROUP)
 pm.add_hookspecs(hookspecs)
 _plugins: Dict[str, PluginInfo] = {}
 _loaded = False
+_loaded_into: Optional["Registry"] = None
+_warned: Set[str] = set()
 
 
 def plugins_disabled() -> bool:
@@ -67,32 +68,43 @@ def plugins_disabled() -> bool:
 
 
 def _warn(message: str) -> None:
+    if message in _warned:  # e.g. a plugin whose hooks fail again for a second app in the same process
+        return
+    _warned.add(message)
     warnings.warn(message, PluginWarning, stacklevel=3)
 
 
+def _known_hooks() -> List[str]:
+    return [name for name, caller in vars(pm.hook).items() if not name.startswith("_") and caller.has_spec()]
+
+
 def _unknown_hooks(plugin: Any) -> List[str]:
-    """Names of functions marked as hook implementations that match no hook spec."""
-    marker = f"{GROUP}_impl"
-    return [
-        name
-        for name in dir(plugin)
-        if getattr(getattr(plugin, name, None), marker, None) is not None and not hasattr(pm.hook, name)
-    ]
+    """Hooks implemented by the registered ``plugin`` that have no spec (and are not marked ``optionalhook``)."""
+    return sorted(
+        caller.name
+        for caller in pm.get_hookcallers(plugin) or []
+        if not caller.has_spec()
+        and any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls())
+    )
 
 
 def add_plugin(plugin: Any, name: str, package: str, version: str = "") -> Optional[PluginInfo]:
-    """Register one plugin object (a module or instance) under ``name``; return None if it was rejected."""
-    unknown = _unknown_hooks(plugin)
+    """Register one plugin object (a module or instance) under ``name``; return None if it was rejected (the reason
+    is in its :class:`PluginInfo`): a hook argument that the hook does not have, or a hook implementation that
+    matches no hook (pluggy's ``check_pending``)."""
     error = None
-    if unknown:
-        hooks = [h for h in vars(pm.hook) if not h.startswith("_")]
-        hints = {h: difflib.get_close_matches(h, hooks, n=1) for h in unknown}
-        error = "unknown hook(s) " + ", ".join(f"{h} (did you mean {c[0]}?)" if c else h for h, c in hints.items())
-    else:
-        try:
-            pm.register(plugin, name=name)
-        except pluggy.PluginValidationError as validation_error:  # e.g. a misspelt hook argument
+    try:
+        pm.register(plugin, name=name)
+        pm.check_pending()
+    except pluggy.PluginValidationError as validation_error:
+        unknown = _unknown_hooks(plugin) if pm.is_registered(plugin) else []
+        if unknown:
+            hints = {h: difflib.get_close_matches(h, _known_hooks(), n=1) for h in unknown}
+            error = "unknown hook " + ", ".join(f"{h} (did you mean {c[0]}?)" if c else h for h, c in hints.items())
+        else:  # e.g. a misspelt hook argument
             error = " ".join(str(validation_error).split())
+        if pm.is_registered(plugin):
+            pm.unregister(plugin)
     if error:
         _plugins[name] = PluginInfo(name, package, version, error=error)
         return None
@@ -136,18 +148,18 @@ def _entry_points() -> List[metadata.EntryPoint]:
 
 
 def load_plugins(registry: "Registry") -> None:
-    """Register the built-in components and, unless disabled, those of installed plugins. Runs once."""
-    global _loaded
+    """Register the built-in components and, unless disabled, those of installed plugins into ``registry``. Runs
+    once; a plugin that cannot be used is one warning line and is skipped."""
+    global _loaded, _loaded_into
     if _loaded:
         return
-    _loaded = True
+    _loaded, _loaded_into = True, registry
     import importlib
 
     from perceiver import __version__
 
     add_plugin(importlib.import_module(BUILTIN), "perceiver", "perceiver", __version__)
     names = ["perceiver"]
-    rejected = []
     if not plugins_disabled():
         for ep in _entry_points():
             package = ep.dist.name if ep.dist else ep.name
@@ -161,22 +173,15 @@ def load_plugins(registry: "Registry") -> None:
                 _warn(f"plugin {package!r} could not be loaded: {type(error).__name__}: {error}")
                 continue
             if add_plugin(plugin, ep.name, package, version) is None:
-                rejected.append(ep.name)
+                _warn(f"plugin {package!r} skipped: {_plugins[ep.name].error}")
             else:
                 names.append(ep.name)
     call_register_hooks(registry, names)
-    if rejected:
-        details = "; ".join(f"{_plugins[n].package!r}: {_plugins[n].error}" for n in rejected)
-        raise PluginError(
-            f"plugin hook implementation matches no hook spec ({details}); skip plugins with --no-plugins"
-        )
 
 
-def register_commands(app: Any) -> None:
-    """Load the plugins (once) and let each add CLI commands."""
-    from perceiver.registry import REGISTRY
-
-    load_plugins(REGISTRY)
+def register_commands(app: Any, registry: "Registry") -> None:
+    """Load the plugins into ``registry`` (once) and let each add CLI commands to ``app``."""
+    load_plugins(registry)
     for impl in pm.hook.register_commands.get_hookimpls():
         info = _plugins.get(impl.plugin_name)
         package = info.package if info else impl.plugin_name
@@ -218,14 +223,16 @@ def list_plugins() -> List[PluginInfo]:
     return sorted(_plugins.values(), key=lambda info: (info.name != "perceiver", info.name))
 
 
-def _reset_for_tests() -> None:  # pragma: no cover - used by tests only
-    """Forget every plugin and every registered component: the next registry query loads them again."""
-    global _loaded
-    from perceiver.registry import REGISTRY
-
+def _reset_for_tests(registry: Optional["Registry"] = None) -> None:  # pragma: no cover - used by tests only
+    """Forget every plugin, every warning given and every component registered in ``registry`` (default: the
+    registry the plugins were loaded into): the next registry query loads them again."""
+    global _loaded, _loaded_into
+    registry = registry or _loaded_into
     for name, plugin in pm.list_name_plugin():
         pm.unregister(plugin, name=name)
     _plugins.clear()
-    _loaded = False
+    _warned.clear()
+    _loaded, _loaded_into = False, None
     sys.modules.pop(BUILTIN, None)
-    REGISTRY.reset()
+    if registry is not None:
+        registry.reset()

@@ -8,6 +8,7 @@ names never imports torch or the component's module.
     >>> [entry.name for entry in registry.list("task")]
     ['clf', 'clm', 'mlm']
     >>> model = registry.create("task", "clm", max_seq_len=64, max_latents=16, num_channels=32)  # doctest: +SKIP
+    >>> model = registry.create("model", "clm-tiny")  # a preset: the clm model with its values  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import fnmatch
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+
+from perceiver import plugins
 
 KINDS = ("adapter", "task", "dataset", "model")
 Target = Union[Callable[..., Any], type, str]
@@ -150,20 +153,27 @@ class Registry:
         return [table[name] for name in sorted(table) if fnmatch.fnmatch(name, pattern)]
 
     def create(self, kind: str, name: str, /, **overrides: Any) -> Any:
-        """Build a component: ``factory(config)`` with the config's defaults replaced by non-None overrides."""
+        """Build a component: ``factory(config)`` with the config's defaults replaced by non-None overrides.
+
+        A model preset builds the model of its task from the preset's config values, then the overrides:
+        ``create("model", "clm-tiny", max_latents=8)`` is ``create("task", "clm", **preset_values, max_latents=8)``.
+        """
         entry = self.get(kind, name)
+        if kind == "model":
+            values = entry.load()
+            task = entry.metadata.get("task")
+            if not isinstance(values, Mapping) or not task:
+                raise RegistryError(
+                    f"model preset {name!r} of package {entry.package!r} cannot be built: it needs a dict of config "
+                    f"values and a task (register(name, {{...}}, task=...))"
+                )
+            return self.create("task", task, **{**values, **overrides})
         config = entry.build_config(**overrides)
         factory = entry.load()
         return factory(config) if config is not None else factory()
 
 
-def _load_plugins(registry: Registry) -> None:
-    from perceiver.plugins import load_plugins
-
-    load_plugins(registry)
-
-
-REGISTRY = Registry(on_first_use=_load_plugins)
+REGISTRY = Registry(on_first_use=plugins.load_plugins)
 
 register = REGISTRY.register
 get = REGISTRY.get

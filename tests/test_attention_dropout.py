@@ -47,14 +47,22 @@ def test_drop_rate_and_scaling():
 
 
 def test_multi_head_attention_uses_it_in_training_only():
+    """In training on CPU the layer's output is this function's, dropout mask included (SDPA's own dropout draws
+    another mask, so its output would differ); in eval mode there is no dropout."""
     torch.manual_seed(0)
     attention = MultiHeadAttention(AttentionConfig(num_heads=2, num_q_input_channels=8, num_kv_input_channels=8,
-                                                   dropout=0.5))
-    x = torch.randn(2, 6, 8)
+                                                   dropout=0.5)).double()
+    x = torch.randn(2, 6, 8, dtype=torch.double)
     attention.eval()
     assert torch.equal(attention(x, x), attention(x, x))
     attention.train()
-    assert not torch.equal(attention(x, x), attention(x, x))
+    torch.manual_seed(3)
+    out = attention(x, x)
+    projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+    heads = [proj(x).view(2, 6, 2, 4).transpose(1, 2) for proj in projections]
+    expected = reference(*heads, None, 0.5, seed=3).transpose(1, 2).reshape(2, 6, 8)
+    assert torch.allclose(out, attention.o_proj(expected), atol=1e-12)
+    assert not torch.equal(attention(x, x), out)  # a new mask at every call
 
 
 def test_drop_mask_rate_is_p_rounded_to_a_multiple_of_2_to_the_minus_16():

@@ -130,9 +130,17 @@ def test_encoder_from_an_mlm_model_copies_and_freezes_the_encoder(mlm_dir, tmp_p
                        mlm.input_adapter.adapter.position_embedding.weight[:32])
     assert not any(p.requires_grad for p in model.encoder.parameters())
     assert all(p.requires_grad for p in model.decoder.parameters())
-    optimizer = lit.configure_optimizers  # frozen parameters are left out of the optimizer groups
-    trainable = [p for p in lit.parameters() if p.requires_grad]
-    assert 0 < len(trainable) < len(list(lit.parameters())) and optimizer
+    # frozen parameters are left out of the optimizer: its groups hold exactly the trainable ones
+    import pytorch_lightning as pl
+
+    lit.trainer = pl.Trainer(max_steps=10, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False)
+    optimizer = lit.configure_optimizers()["optimizer"]
+    in_groups = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    trainable = {id(p) for p in lit.parameters() if p.requires_grad}
+    assert len(in_groups) == len(set(in_groups)) and set(in_groups) == trainable
+    assert 0 < len(trainable) < len(list(lit.parameters()))
+    assert not {id(p) for p in model.encoder.parameters()} & set(in_groups)
 
 
 def test_encoder_from_errors(mlm_dir, tmp_path):

@@ -71,11 +71,58 @@ def test_resume_continues_from_the_last_step_and_refuses_to_overwrite(trained, c
     assert checkpoint["global_step"] == 15
 
 
-def test_eval_prints_loss_bits_per_byte_and_perplexity(trained, corpus):
+def test_eval_prints_the_tasks_metrics_over_every_validation_batch(trained, corpus, monkeypatch):
+    """The printed values are clm's ``batch_metrics`` on the same validation batches, weighted by their
+    predictions; perplexity is exp(loss)."""
+    import math
+
+    import torch
+
+    from perceiver.checkpoint import load_model
+    from perceiver.data.text import TextDataConfig, TextFilesDataModule
+    from perceiver.tasks.clm import batch_metrics
+
     out, env = trained
-    result = run("eval", "--model", str(out), "--data", "text", "--data-path", str(corpus), env=env)
-    for metric in ("loss", "bpb", "perplexity"):
-        assert metric in result.stdout
+    result = run("eval", "--model", str(out), "--data", "text", "--data-path", str(corpus), "--batch-size", "2",
+                 env=env)
+    printed = {}
+    for line in result.stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip("│ ").split("│")]
+        if len(cells) == 2 and cells[0] in ("loss", "bpb", "perplexity", "predictions"):
+            printed[cells[0]] = float(cells[1].replace(",", ""))
+    assert set(printed) == {"loss", "bpb", "perplexity", "predictions"}, result.stdout
+
+    model = load_model(out).eval()
+    monkeypatch.setenv("PERCEIVER_CACHE_DIR", env["PERCEIVER_CACHE_DIR"])
+    config = TextDataConfig(max_seq_len=model.config.max_seq_len, data_path=str(corpus), batch_size=2)
+    data = TextFilesDataModule(config)
+    data.setup("validate")
+    totals, count, batches = {"loss": 0.0, "bpb": 0.0}, 0, 0
+    with torch.no_grad():
+        for batch in data.val_dataloader():
+            metrics = batch_metrics(model, batch)
+            for key in totals:
+                totals[key] += float(metrics[key]) * int(metrics["count"])
+            count += int(metrics["count"])
+            batches += 1
+    assert batches >= 2  # the weighting over batches is exercised
+    assert printed["predictions"] == count
+    assert printed["loss"] == pytest.approx(totals["loss"] / count, abs=6e-5)
+    assert printed["bpb"] == pytest.approx(totals["bpb"] / count, abs=6e-5)
+    assert printed["bpb"] == pytest.approx(printed["loss"] / math.log(2), abs=1e-4)
+    assert printed["perplexity"] == pytest.approx(math.exp(totals["loss"] / count), abs=1e-4)
+
+
+def test_plot_draws_the_curves_of_a_real_run(trained, capsys):
+    out, _ = trained
+    code, stdout, stderr = cli(capsys, "plot", str(out))
+    assert code == 0, stderr
+    png = out / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "loss, bpb" in stdout
+    from PIL import Image
+
+    with Image.open(png) as image:
+        assert image.width > 2 * image.height  # loss and bits-per-byte panels side by side
 
 
 def test_generate_streams_a_continuation_reproducibly(trained):
@@ -103,7 +150,7 @@ def test_generate_keeps_the_last_bytes_of_a_long_prompt(trained, capsys):
         (["--prompt", ""], "prompt is empty"),
         (["--prompt", "hi", "--num-latents", "0"], "1..16"),
         (["--prompt", "hi", "--num-latents", "17"], "1..16"),
-        (["--prompt", "hi", "--top-p", "2"], "top_p"),
+        (["--prompt", "hi", "--top-p", "2"], "--top-p"),
     ],
 )
 def test_generate_bad_input_is_one_line(trained, capsys, args, message):

@@ -115,7 +115,8 @@ def test_every_task_gets_a_train_command_with_generated_options(run, task):
               if tp in (int, float, str, bool) and name not in ("adapter", "data", "model", "config", "set")]
     assert simple, f"task {task} has no simple options"
     flags = {name: name.replace("_", "-") for name in simple}
-    shown = [name for name, flag in flags.items() if f"--{flag} " in out or f"--model-{flag} " in out]
+    shown = [name for name, flag in flags.items()
+             if any(f"{prefix}{flag} " in out for prefix in ("--", "--model-", "--[no-]", "--[no-]model-"))]
     assert len(shown) == len(simple), f"not shown: {sorted(set(simple) - set(shown))}"
 
 
@@ -206,7 +207,7 @@ def test_config_file_sets_every_section_and_the_command_line_wins(run, text_file
 
     plans = []
 
-    def fake_fit(plan):
+    def fake_fit(plan, callbacks=None):
         plans.append(plan)
         return {"metrics": {"val_loss": 1.0}, "model_dir": str(tmp_path / "out" / "model"), "step": 3}
 
@@ -294,8 +295,11 @@ PROBE = (
 )
 
 
+LIGHT_COMMANDS = [["--help"], ["list"], ["plugins"], ["train", "--help"], ["show", "--help"], ["plot", "--help"]]
+
+
 @pytest.mark.parametrize("plugins_enabled", [False, True], ids=["no-plugins", "plugins"])
-@pytest.mark.parametrize("args", [["--help"], ["list"], ["plugins"], ["train", "--help"]], ids=" ".join)
+@pytest.mark.parametrize("args", LIGHT_COMMANDS, ids=" ".join)
 def test_help_and_list_do_not_import_torch(args, plugins_enabled):
     env = dict(os.environ)
     if plugins_enabled:

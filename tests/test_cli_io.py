@@ -115,6 +115,8 @@ def test_bad_input_is_one_line(image_run, text_run, mlm_run, capsys, tmp_path):
     assert "expected a 'mlm' model" in one_line_error(capsys, "fill-mask", "--model", str(text_run), "a[MASK]")
     assert "no [MASK]" in one_line_error(capsys, "fill-mask", "--model", str(mlm_run), "plain")
     err = one_line_error(capsys, "eval", "--model", str(image_run), "--data", "bbc-news")
+    assert "holds text data, but the model's adapter 'image' reads image" in err
+    err = one_line_error(capsys, "eval", "--model", str(text_run), "--data", "imdb")  # 2 classes, not 5
     assert "does not fit the model" in err and "num_classes" in err
     err = one_line_error(capsys, "train", "clf", "--data", "bbc-news", "--encoder-from", str(image_run),
                          "--output-dir", str(tmp_path / "x"), *FAST)

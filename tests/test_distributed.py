@@ -155,7 +155,7 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path, corpus, cache_env, capsys,
                        "--max-steps", "3", "--val-check-interval", "3", "--batch-size", "4", "--accelerator", "cpu",
                        "--precision", "bf16-mixed", "--output-dir", str(tmp_path / "run"), "--no-progress")
     assert code == 0, err
-    metrics = (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").read_text()
+    metrics = (tmp_path / "run" / "logs" / "metrics.csv").read_text()
     assert "val_loss" in metrics and "nan" not in metrics
     from perceiver.checkpoint import load_model
 
@@ -401,7 +401,7 @@ def test_ddp_matches_one_process_with_the_same_global_batch(ddp_run, corpus, cac
         torch.testing.assert_close(a, b, rtol=0, atol=1e-4, msg=name)
 
     def last_val_loss(out):
-        rows = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
+        rows = (out / "logs" / "metrics.csv").read_text().splitlines()
         header = rows[0].split(",")
         values = [dict(zip(header, row.split(","))) for row in rows[1:]]
         return float([v for v in values if v.get("val_loss")][-1]["val_loss"])

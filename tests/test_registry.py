@@ -18,6 +18,7 @@ import pytest
 from conftest import EXAMPLE_PLUGINS, example_plugin_module
 
 from perceiver import registry
+from perceiver.compatibility import BATCHES
 from perceiver.plugins import REGISTER_HOOKS
 from perceiver.registry import Registry, RegistryError
 
@@ -98,6 +99,27 @@ def test_duplicate_registration_names_both_packages(reg):
 def test_invalid_names_are_rejected(reg, name):
     with pytest.raises(RegistryError, match="invalid task name"):
         reg.register("task", name, build_toy)
+
+
+def test_model_presets_build_the_model_of_their_task(reg):
+    reg.register("model", "toy-wide", {"width": 16}, task="toy")
+    assert reg.create("model", "toy-wide") == {"width": 16, "depth": 2, "name": "toy"}
+    assert reg.create("model", "toy-wide", depth=5, name=None) == {"width": 16, "depth": 5, "name": "toy"}
+    with pytest.raises(RegistryError, match="unknown option"):
+        reg.create("model", "toy-wide", widht=3)
+    reg.register("model", "no-task", {"width": 16})
+    reg.register("model", "not-values", build_toy, task="toy")
+    for name in ("no-task", "not-values"):
+        with pytest.raises(RegistryError, match=f"model preset '{name}' of package 'perceiver' cannot be built"):
+            reg.create("model", name)
+
+
+def test_builtin_model_preset_is_created_by_name():
+    from perceiver.tasks.clm import CausalLanguageModel
+
+    model = registry.create("model", "clm-tiny", max_latents=8)
+    assert isinstance(model, CausalLanguageModel)
+    assert (model.config.max_seq_len, model.config.num_channels, model.config.max_latents) == (64, 32, 8)
 
 
 def test_unregister_and_reset():
@@ -383,15 +405,27 @@ def test_adapter_builds_and_trains(name, package, registered):
 
 
 @pytest.mark.parametrize("name, package", components("task"))
-def test_task_builds_and_trains(name, package, registered):
+def test_task_builds_and_trains(name, package, registered, monkeypatch):
     registered(package)
     entry = registry.get("task", name)
     recipe = task_recipe(name)
     model = registry.create("task", name, **recipe.tiny())
     assert model.config == entry.build_config(**recipe.tiny())
     run_forward_backward(model, recipe.loss)
+    # the declared Lightning module computes that loss: its compute gives the loss and a positive count
     lit_class = registry.resolve(entry.metadata["lightning"])
-    assert lit_class.compute is not None and lit_class.task_name == name
+    assert lit_class.task_name == name
+    calls = []
+    compute = lit_class.compute
+
+    def spy(model, batch):
+        out = compute(model, batch)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(lit_class, "compute", staticmethod(spy))
+    loss = recipe.loss(model.eval())
+    assert len(calls) == 1 and calls[0]["loss"] is loss and int(calls[0]["count"]) > 0
 
 
 def parameter_count(task: str, overrides: Dict[str, Any]) -> int:
@@ -430,8 +464,8 @@ def test_model_preset_builds_and_trains(name, package, registered):
     config = registry.get("task", task).build_config(**overrides)  # every key is a config field
     count = parameter_count(task, overrides)
     stated, tolerance = stated_parameter_count(entry.description)
-    if stated:
-        assert abs(count - stated) <= tolerance, f"{name}: description says {stated:,.0f} parameters, has {count:,}"
+    assert stated, f"{name}: the description must state the parameter count ({count:,}), e.g. '4.1M' or '36.2k'"
+    assert abs(count - stated) <= tolerance, f"{name}: description says {stated:,.0f} parameters, has {count:,}"
     adapter = getattr(config, "adapter", None)
     if adapter is not None:
         assert registry.contains("adapter", adapter), f"preset {name!r} uses unknown adapter {adapter!r}"
@@ -458,6 +492,7 @@ def test_dataset_entry_is_consistent(name, package, registered):
     if adapter is not None:
         adapter_entry = registry.get("adapter", adapter)
         assert adapter_entry.metadata.get("modality") == entry.metadata["modality"]
+    assert entry.metadata.get("batch") in (None, *BATCHES), f"data set {name!r}: unknown batch layout"
 
 
 @pytest.mark.parametrize("name, package", components("task"))
@@ -466,6 +501,7 @@ def test_task_entry_declares_inputs_and_lightning_module(name, package, register
     entry = registry.get("task", name)
     assert entry.metadata.get("inputs"), f"task {name!r} declares no accepted inputs"
     assert entry.metadata.get("lightning"), f"task {name!r} declares no Lightning module"
+    assert set(entry.metadata.get("batches", ())) <= set(BATCHES), f"task {name!r}: unknown batch layout"
     assert dataclasses.is_dataclass(entry.config_class())
 
 

@@ -34,6 +34,7 @@ class ImageAdapterConfig:
     """Per-channel standard deviation (default 0.5 for every channel)."""
 
     def __post_init__(self):
+        from perceiver.options import check_ranges
         from perceiver.tasks.base import ConfigError
 
         if self.image_shape is None:
@@ -41,10 +42,9 @@ class ImageAdapterConfig:
         self.image_shape = [int(v) for v in self.image_shape]
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ConfigError(f"image_shape must be (height, width, channels) >= 1, got {self.image_shape}")
-        if self.num_frequency_bands < 1:
-            raise ConfigError(f"num_frequency_bands must be >= 1, got {self.num_frequency_bands}")
-        if self.max_resolution is not None and len(self.max_resolution) != 2:
-            raise ConfigError(f"max_resolution must be (height, width), got {self.max_resolution}")
+        check_ranges(self, {"num_frequency_bands": ">= 1"}, ConfigError)
+        if self.max_resolution is not None and (len(self.max_resolution) != 2 or min(self.max_resolution) < 1):
+            raise ConfigError(f"max_resolution must be (height, width) >= 1, got {self.max_resolution}")
         channels = self.image_shape[2]
         for name in ("mean", "std"):
             value = getattr(self, name)

@@ -40,7 +40,9 @@ class ClassLogitsConfig:
     """Options of the ``class-logits`` adapter; both are set by the task."""
 
     num_channels: int = 0
+    """Channels of the decoder's output (set by the task)."""
     num_classes: int = 0
+    """Number of classes (set by the task)."""
 
     def __post_init__(self):
         from perceiver.tasks.base import ConfigError

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from perceiver.adapters.base import TokenAdapter
 from perceiver.core.attention import Rotary
 from perceiver.core.position import RotaryEmbedding
+from perceiver.options import check_ranges
 
 
 @dataclass
@@ -18,15 +19,28 @@ class TextAdapterConfig:
     """Options of the ``text-bytes`` adapter. The first four fields are set by the task."""
 
     vocab_size: int = 262
+    """Size of the token vocabulary (set by the task)."""
     max_seq_len: int = 4096
+    """Positions of the learned position embedding (set by the task)."""
     num_channels: int = 512
+    """Embedding channels (set by the task)."""
     num_heads: int = 8
+    """Attention heads, for the rotary channels per head (set by the task)."""
     abs_pos_emb: bool = True
     """Learned absolute position embedding (positions start at the first non-padding token)."""
     rotary_fraction: float = 0.5
     """Fraction of each attention head's channels rotated by rotary position embedding (0 turns it off)."""
     output_bias: bool = True
+    """Add a learned bias to the tied output logits."""
     init_scale: float = 0.02
+    """Standard deviation of the normal initialisation of the embeddings."""
+
+    def __post_init__(self):
+        check_ranges(
+            self,
+            {"vocab_size": ">= 1", "max_seq_len": ">= 1", "num_channels": ">= 1", "num_heads": ">= 1",
+             "rotary_fraction": "[0, 1]", "init_scale": "> 0"},
+        )
 
 
 class TextBytesAdapter(TokenAdapter):

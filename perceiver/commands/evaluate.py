@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from perceiver.devices import DEVICE_HELP
+
 
 def evaluate(
     model: Path = typer.Option(..., "--model", "-m", help="Model directory, training output directory or .ckpt file."),
@@ -17,7 +19,7 @@ def evaluate(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size."),
     max_batches: Optional[int] = typer.Option(None, "--max-batches", help="Evaluate at most this many batches."),
     sets: List[str] = typer.Option([], "--set", help="Data option as key=value (repeatable)."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, ..."),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     dtype: str = typer.Option("float32", "--dtype", help="Weights in float32, bfloat16 or float16."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: int8 linear layers (CPU)."),
 ) -> None:
@@ -27,15 +29,19 @@ def evaluate(
 
     from perceiver import registry
     from perceiver.checkpoint import load_model
+    from perceiver.compatibility import check_model_fits_data
+    from perceiver.devices import check_device
     from perceiver.options import field_types, parse_value
     from perceiver.training.evaluate import evaluate as run_evaluation
     from perceiver.training.plan import parse_sets
 
+    check_device(device)
     dataset = registry.get("dataset", data)
     from perceiver import inference
 
     inference.check(dtype, quantize)
     lm = inference.prepare(load_model(model, map_location=device), dtype, quantize, device)
+    check_model_fits_data(lm, dataset)
     config_class = dataset.config_class()
     types = field_types(config_class)
     values = {"data_path": data_path, "batch_size": batch_size}

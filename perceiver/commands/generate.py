@@ -3,11 +3,15 @@ the prompts of a file in batches, as JSON lines."""
 
 from __future__ import annotations
 
+import itertools
+import math
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from perceiver.devices import DEVICE_HELP
 
 
 def generate(
@@ -34,7 +38,7 @@ def generate(
     temperature: float = typer.Option(1.0, "--temperature", "-t", help="Softmax temperature; 0 = greedy."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Make sampling reproducible."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Use the key/value cache."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     dtype: str = typer.Option("float32", "--dtype", help="Weights and cache in float32, bfloat16 or float16."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: int8 linear layers (CPU)."),
 ) -> None:
@@ -45,10 +49,7 @@ def generate(
     err = Console(stderr=True, highlight=False)
     if (prompt is None) == (prompts_file is None):
         raise typer.BadParameter("give either --prompt or --prompts-file", param_hint="--prompt")
-    if prompt is not None and not prompt:
-        raise typer.BadParameter("the prompt is empty", param_hint="--prompt")
-    if num_tokens < 1:
-        raise typer.BadParameter(f"must be >= 1, got {num_tokens}", param_hint="--num-tokens")
+    _check_options(prompt, num_tokens, top_k, top_p, temperature)
     if batch_size < 1:
         raise typer.BadParameter(f"must be >= 1, got {batch_size}", param_hint="--batch-size")
     if prompts_file is None and (output is not None or batch_size != 1):
@@ -60,8 +61,11 @@ def generate(
 
     from perceiver import inference
     from perceiver.checkpoint import load_model
+    from perceiver.compatibility import check_model_reads
     from perceiver.data.tokenizer import TextPreprocessor
+    from perceiver.devices import check_device
 
+    check_device(device)
     inference.check(dtype, quantize)
     prompts = None
     if prompts_file is not None:
@@ -69,6 +73,7 @@ def generate(
 
         prompts = read_prompts(prompts_file)
     lm = inference.prepare(load_model(model, task="clm", map_location=device), dtype, quantize, device)
+    check_model_reads(lm, ("text",), "generate")
     max_latents, max_seq_len = lm.config.max_latents, lm.config.max_seq_len
     if num_latents is None:
         num_latents = max_latents  # generate() keeps it to the prompt's length
@@ -84,14 +89,15 @@ def generate(
         err.print(f"[yellow]warning:[/] the prompt is longer than max_seq_len; keeping its last {max_seq_len} bytes")
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     decode = preprocessor.tokenizer.stream_decoder()
-    out = sys.stdout
-    out.write(preprocessor.tokenizer.decode(input_ids[0]))
-    out.flush()
     steps = lm.generate_stream(
         input_ids.to(device), pad_mask.to(device), num_tokens=num_tokens, num_latents=num_latents, top_k=top_k,
         top_p=top_p, temperature=temperature, use_cache=cache, generator=generator,
     )
-    for token in steps:
+    first = next(steps)  # whatever fails in the first step fails before anything is printed
+    out = sys.stdout
+    out.write(preprocessor.tokenizer.decode(input_ids[0]))
+    out.flush()
+    for token in itertools.chain([first], steps):
         out.write(decode(token[0].tolist()))
         out.flush()
     out.write(decode.flush() + "\n")
@@ -124,6 +130,22 @@ def _complete_file(lm, prompts, output, batch_size, num_tokens, num_latents, see
 
     atomic_write_file(output, write)
     err.print(f"wrote {len(lines)} completions to {output}")
+
+
+def _check_options(prompt: Optional[str], num_tokens: int, top_k: Optional[int], top_p: Optional[float],
+                   temperature: float) -> None:
+    """Every option whose range is known without the model, before anything is loaded or printed; each misfit is a
+    usage error (exit code 2)."""
+    if prompt is not None and not prompt:
+        raise typer.BadParameter("the prompt is empty", param_hint="--prompt")
+    if num_tokens < 1:
+        raise typer.BadParameter(f"must be >= 1, got {num_tokens}", param_hint="--num-tokens")
+    if top_k is not None and top_k < 1:
+        raise typer.BadParameter(f"must be >= 1, got {top_k}", param_hint="--top-k")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise typer.BadParameter(f"must be in (0, 1], got {top_p}", param_hint="--top-p")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise typer.BadParameter(f"must be a number >= 0 (0 = greedy), got {temperature}", param_hint="--temperature")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,18 +1,21 @@
 """Multi-head attention on ``torch.nn.functional.scaled_dot_product_attention``, with a key/value cache.
 
-Mask convention (the one place it is defined)
----------------------------------------------
+Mask convention
+---------------
 * Public APIs take ``pad_mask``: a bool tensor of shape ``(B, N)`` that is ``True`` at **padding** positions.
 * Attention layers take ``attend_mask``: a bool tensor broadcastable to ``(B, H, Q, K)`` that is ``True`` where a
   query **may attend** to a key (the ``scaled_dot_product_attention`` convention). ``None`` means "attend to all".
-* :func:`attend_mask` converts the first into the second, once per forward pass, adding the causal constraint
-  when asked. A causal mask with fewer queries than keys is right-aligned: query ``i`` of ``Q`` sits at key
-  position ``K - Q + i``. Without padding that is torch's ``causal_lower_right`` bias, which the fused SDPA kernels
-  (flash, memory-efficient) accept; a padding mask is a tensor, which rules the flash kernel out on GPUs (the
-  memory-efficient kernel takes it; on CPU the flash kernel takes it too).
+* Two functions convert the first into the second, once per forward pass. No row of their masks is empty (an empty
+  row makes the softmax undefined), but they keep rows non-empty in different ways:
 
-Padding queries are allowed to attend to their own position, so that no row of the mask is empty (an empty row
-makes the softmax undefined); their outputs are never used.
+  - :func:`attend_mask` (Perceiver AR), for queries that are input positions themselves, adds the causal constraint
+    when asked: a causal mask with fewer queries than keys is right-aligned (query ``i`` of ``Q`` sits at key
+    position ``K - Q + i``); without padding that is torch's ``causal_lower_right`` bias, which the fused SDPA
+    kernels (flash, memory-efficient) accept; a padding mask is a tensor, which rules the flash kernel out on GPUs
+    (the memory-efficient kernel takes it; on CPU the flash kernel takes it too). A padding query may attend to its
+    own position; its output is never used.
+  - :func:`perceiver.core.encoder.key_mask` (Perceiver IO encoder), for latent queries over an input, is
+    ``(B, 1, 1, N)``: a row whose input is all padding attends to all of its positions (finite, meaningless output).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 from perceiver.core.linear import norm_linears, project
 from perceiver.core.split import SplitInput, norm_and_project
+from perceiver.options import check_ranges
 
 Rotary = Tuple[Tensor, Tensor]  # (cos, sin), each (B, 1, N, R): rotary angles of N positions
 
@@ -72,7 +76,8 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 class _RotaryRotation(torch.autograd.Function):
     """A rotation's gradient is the rotation by the opposite angles, so the backward pass needs only the angles:
-    autograd would otherwise keep the unrotated queries and keys as well as the rotated ones."""
+    autograd would otherwise keep the unrotated queries and keys as well as the rotated ones. The backward pass is
+    itself a rotation, so second derivatives are exact (tests/test_double_backward.py)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -148,6 +153,16 @@ class AttentionConfig:
     num_output_channels: Optional[int] = None
     dropout: float = 0.0
     bias: bool = True
+    """Bias of the query, key and value projections (and of the output projection unless ``out_bias`` is set)."""
+    out_bias: Optional[bool] = None
+    """Bias of the output projection (None: same as ``bias``)."""
+
+    def __post_init__(self):
+        check_ranges(
+            self,
+            {"num_heads": ">= 1", "num_q_input_channels": ">= 1", "num_kv_input_channels": ">= 1",
+             "num_qk_channels": ">= 1", "num_v_channels": ">= 1", "num_output_channels": ">= 1", "dropout": "[0, 1)"},
+        )
 
 
 class MultiHeadAttention(nn.Module):
@@ -174,7 +189,7 @@ class MultiHeadAttention(nn.Module):
         self.q_proj = nn.Linear(config.num_q_input_channels, qk, bias=config.bias)
         self.k_proj = nn.Linear(config.num_kv_input_channels, qk, bias=config.bias)
         self.v_proj = nn.Linear(config.num_kv_input_channels, v, bias=config.bias)
-        self.o_proj = nn.Linear(v, out, bias=config.bias)
+        self.o_proj = nn.Linear(v, out, bias=config.bias if config.out_bias is None else config.out_bias)
 
     def _heads(self, x: Tensor, head_dim: int) -> Tensor:
         batch, length, _ = x.shape

@@ -21,6 +21,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 def drop_mask(shape, p: float, device=None):
@@ -70,6 +71,7 @@ class _AttentionWithDropout(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # not differentiable itself: a second derivative raises
     def backward(ctx, grad_out: Tensor):
         q, k, v, probs, dropped = ctx.saved_tensors
         grad_out = grad_out * (1.0 / (1.0 - ctx.p))

@@ -21,10 +21,12 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from perceiver.core.attention_dropout import drop_mask
 from perceiver.core.layers import CrossAttentionLayer, set_activation_checkpointing
 from perceiver.core.position import fourier_features
+from perceiver.options import check_ranges
 
 
 def init_weights(module: nn.Module, init_scale: float) -> None:
@@ -121,18 +123,22 @@ class PerceiverDecoderConfig:
     init_scale: float = 0.02
     activation_checkpointing: bool = False
 
+    def __post_init__(self):
+        self.validate()
+
     def validate(self) -> None:
-        if min(self.num_latent_channels, self.num_query_channels, self.num_heads, self.widening_factor) < 1:
-            raise ValueError("decoder channel counts, heads and widening factor must be >= 1")
+        check_ranges(
+            self,
+            {"num_latent_channels": ">= 1", "num_query_channels": ">= 1", "num_heads": ">= 1",
+             "num_qk_channels": ">= 1", "num_v_channels": ">= 1", "widening_factor": ">= 1",
+             "attention_dropout": "[0, 1)", "residual_dropout": "[0, 1)", "init_scale": "> 0"},
+        )
         qk = self.num_qk_channels or self.num_query_channels
         v = self.num_v_channels or qk
         if qk % self.num_heads or v % self.num_heads:
             raise ValueError(
                 f"decoder qk ({qk}) and v ({v}) channels must be divisible by num_heads ({self.num_heads})"
             )
-        for name in ("attention_dropout", "residual_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 class PerceiverDecoder(nn.Module):
@@ -219,7 +225,8 @@ def cross_attend(layer: CrossAttentionLayer, x_q: Tensor, x_kv: Tensor, keep: Op
 
 class _RowSparseDecode(torch.autograd.Function):
     """Decode all rows without autograd; in the backward pass, recompute and differentiate only the rows whose
-    output gradient is not zero (exact: decoder rows are independent given the latents)."""
+    output gradient is not zero (decoder rows are independent given the latents, so this is the dense gradient up
+    to float rounding; under bf16 autocast the recomputed rows are rounded anew in bfloat16)."""
 
     @staticmethod
     def forward(ctx, decode, computed, latents: Tensor, x: Optional[Tensor], *params: Tensor) -> Tensor:
@@ -229,6 +236,7 @@ class _RowSparseDecode(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # not differentiable itself: a second derivative raises
     def backward(ctx, grad_out: Tensor):
         latents, *params = ctx.saved_tensors
         rows = grad_out.ne(0).flatten(2).any(dim=2)  # (B, N): rows that receive gradient
@@ -258,7 +266,9 @@ def decode_row_sparse(decoder: "PerceiverDecoder", latents: Tensor, x: Optional[
     """``output_adapter(decoder(latents, x))`` with a backward pass that only touches output rows with nonzero
     gradient (for losses on a few positions, e.g. masked language modeling: about 15% of the rows).
 
-    Gradients are exact, also with attention dropout (the forward pass's dropout masks are kept). The output
+    Gradients equal the dense backward pass's up to float rounding, also with attention dropout (the forward
+    pass's dropout masks are kept); under bf16 autocast the recomputation rounds in bfloat16, so they agree only to
+    that precision. The output
     adapter must act row by row (e.g. token logits), and the queries may depend on the shape of ``x`` but not on its
     values (no gradient flows to ``x``). ``params``: every parameter the decoder and output adapter use (those that
     require grad receive gradients). Requires ``residual_dropout == 0``.

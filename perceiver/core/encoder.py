@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from perceiver.core.decoder import TrainableQueryProvider, init_weights
 from perceiver.core.layers import CrossAttentionLayer, SelfAttentionBlock, set_activation_checkpointing
 from perceiver.core.split import SplitInput
+from perceiver.options import check_ranges
 
 
 @dataclass
@@ -56,14 +57,22 @@ class PerceiverEncoderConfig:
     init_scale: float = 0.02
     activation_checkpointing: bool = False
 
+    def __post_init__(self):
+        self.validate()
+
     def validate(self) -> None:
-        for name in ("num_input_channels", "num_latents", "num_latent_channels", "num_cross_attention_heads",
-                     "num_self_attention_heads", "num_cross_attention_layers", "num_self_attention_blocks",
-                     "cross_attention_widening_factor", "self_attention_widening_factor"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_self_attention_layers_per_block < 0:
-            raise ValueError("num_self_attention_layers_per_block must be >= 0")
+        at_least_one = (
+            "num_input_channels", "num_latents", "num_latent_channels", "num_cross_attention_heads",
+            "num_cross_attention_qk_channels", "num_cross_attention_v_channels", "num_self_attention_heads",
+            "num_self_attention_qk_channels", "num_self_attention_v_channels", "num_cross_attention_layers",
+            "num_self_attention_blocks", "cross_attention_widening_factor", "self_attention_widening_factor",
+        )
+        check_ranges(self, {name: ">= 1" for name in at_least_one})
+        check_ranges(
+            self,
+            {"num_self_attention_layers_per_block": ">= 0", "attention_dropout": "[0, 1)", "residual_dropout": "[0, 1)",
+             "init_scale": "> 0"},
+        )
         if self.num_cross_attention_layers > self.num_self_attention_blocks:
             raise ValueError(
                 f"num_cross_attention_layers ({self.num_cross_attention_layers}) must not exceed "
@@ -81,9 +90,6 @@ class PerceiverEncoderConfig:
         ):
             if channels % heads:
                 raise ValueError(f"{what} channels ({channels}) must be divisible by the number of heads ({heads})")
-        for name in ("attention_dropout", "residual_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 class PerceiverEncoder(nn.Module):

@@ -42,6 +42,9 @@ class CrossAttentionLayer(_Checkpointable):
 
     :param attention_residual: add the attention output to the queries (off for Perceiver IO output queries
         that only carry positions).
+    :param bias: biases of the query, key and value projections, and by default of the output projection and MLP
+    :param out_bias: bias of the attention output projection (None: ``bias``)
+    :param mlp_bias: biases of the MLP (None: ``bias``)
     """
 
     def __init__(
@@ -56,6 +59,8 @@ class CrossAttentionLayer(_Checkpointable):
         residual_dropout: float = 0.0,
         attention_residual: bool = True,
         bias: bool = True,
+        out_bias: Optional[bool] = None,
+        mlp_bias: Optional[bool] = None,
     ):
         super().__init__()
         self.q_norm = nn.LayerNorm(num_q_channels)
@@ -69,9 +74,10 @@ class CrossAttentionLayer(_Checkpointable):
                 num_v_channels=num_v_channels,
                 dropout=attention_dropout,
                 bias=bias,
+                out_bias=out_bias,
             )
         )
-        self.mlp = MLP(num_q_channels, widening_factor, bias=bias)
+        self.mlp = MLP(num_q_channels, widening_factor, bias=bias if mlp_bias is None else mlp_bias)
         self.dropout = nn.Dropout(residual_dropout)
         self.attention_residual = attention_residual
 
@@ -83,10 +89,18 @@ class CrossAttentionLayer(_Checkpointable):
         rotary_q: Optional[Rotary] = None,
         rotary_k: Optional[Rotary] = None,
         kv_cache: Optional[KVCache] = None,
+        num_query_norm_keys: int = 0,
     ) -> Tensor:
+        """:param num_query_norm_keys: the last ``num_query_norm_keys`` key/value positions are normalised with the
+            query LayerNorm instead of the key/value one (krasserm's Perceiver AR, whose latents are the last keys)"""
+        kv_norm = self.kv_norm
+        if num_query_norm_keys:
+            split = x_kv.shape[1] - num_query_norm_keys
+            x_kv = torch.cat([self.kv_norm(x_kv[:, :split]), self.q_norm(x_kv[:, split:])], dim=1)
+            kv_norm = None
         h = self.attention(
             x_q, x_kv, attend_mask, rotary_q=rotary_q, rotary_k=rotary_k, kv_cache=kv_cache,
-            q_norm=self.q_norm, kv_norm=self.kv_norm,
+            q_norm=self.q_norm, kv_norm=kv_norm,
         )
         x = x_q + self.dropout(h) if self.attention_residual else self.dropout(h)
         return x + self.dropout(self.mlp(x))
@@ -105,6 +119,8 @@ class SelfAttentionLayer(_Checkpointable):
         attention_dropout: float = 0.0,
         residual_dropout: float = 0.0,
         bias: bool = True,
+        out_bias: Optional[bool] = None,
+        mlp_bias: Optional[bool] = None,
     ):
         super().__init__()
         self.norm = nn.LayerNorm(num_channels)
@@ -117,9 +133,10 @@ class SelfAttentionLayer(_Checkpointable):
                 num_v_channels=num_v_channels,
                 dropout=attention_dropout,
                 bias=bias,
+                out_bias=out_bias,
             )
         )
-        self.mlp = MLP(num_channels, widening_factor, bias=bias)
+        self.mlp = MLP(num_channels, widening_factor, bias=bias if mlp_bias is None else mlp_bias)
         self.dropout = nn.Dropout(residual_dropout)
 
     def _forward(
@@ -139,11 +156,15 @@ class SelfAttentionLayer(_Checkpointable):
 
 
 class SelfAttentionBlock(nn.Module):
-    """``num_layers`` self-attention layers applied in sequence: (B, N, C) -> (B, N, C)."""
+    """``num_layers`` self-attention layers applied in sequence: (B, N, C) -> (B, N, C).
 
-    def __init__(self, num_layers: int, **layer_kwargs):
+    :param num_rotary_layers: only the first ``num_rotary_layers`` layers apply the rotary embedding (None: all)
+    """
+
+    def __init__(self, num_layers: int, num_rotary_layers: Optional[int] = None, **layer_kwargs):
         super().__init__()
         self.layers = nn.ModuleList(SelfAttentionLayer(**layer_kwargs) for _ in range(num_layers))
+        self.num_rotary_layers = num_layers if num_rotary_layers is None else num_rotary_layers
 
     def forward(
         self,
@@ -155,7 +176,7 @@ class SelfAttentionBlock(nn.Module):
     ) -> Tensor:
         for i, layer in enumerate(self.layers):
             cache = kv_caches[i] if kv_caches is not None else None
-            x = layer(x, attend_mask, is_causal, rotary, cache)
+            x = layer(x, attend_mask, is_causal, rotary if i < self.num_rotary_layers else None, cache)
         return x
 
 

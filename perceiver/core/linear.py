@@ -22,6 +22,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 MAX_SPLIT_ROWS = 16
 """Inputs with at most this many rows take the split path (on CPU, without autograd)."""
@@ -109,6 +110,7 @@ class _NormLinears(torch.autograd.Function):
         return tuple(F.linear(normed, params[i], params[i + 1]) for i in range(0, len(params), 2))
 
     @staticmethod
+    @once_differentiable  # not differentiable itself: a second derivative raises
     def backward(ctx, *grads: Optional[Tensor]):
         x, norm_weight, norm_bias, *params = ctx.saved_tensors
         needs = ctx.needs_input_grad
@@ -151,7 +153,8 @@ class _GeluLinear(torch.autograd.Function):
 
     Autograd would keep both ``h`` and ``gelu(h)``, the two widest activations of an MLP; recomputing the GELU
     costs one elementwise pass and saves one of them. Under autocast the products run in the dtype autocast chose
-    for the forward pass (that of ``grad_out``); gradients come back in the dtypes of the inputs.
+    for the forward pass (that of ``grad_out``); gradients come back in the dtypes of the inputs. The backward pass
+    is itself differentiable: second derivatives are exact (tests/test_double_backward.py).
     """
 
     @staticmethod

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from perceiver.core.attention import KVCache, Rotary, attend_mask
 from perceiver.core.layers import CrossAttentionLayer, SelfAttentionBlock, set_activation_checkpointing
+from perceiver.options import check_ranges
 
 
 @dataclass
@@ -32,16 +33,37 @@ class PerceiverARConfig:
     """Dropout on the attention and MLP outputs before they are added to the residual stream."""
     attention_dropout: float = 0.0
     activation_checkpointing: bool = False
+    num_rotary_layers: Optional[int] = None
+    """Self-attention layers, counted from the first, that apply rotary position embedding (None: all; the
+    cross-attention always does)."""
+    qkv_bias: bool = True
+    """Biases of the query, key and value projections (cross- and self-attention)."""
+    cross_attention_out_bias: bool = True
+    """Bias of the cross-attention's output projection."""
+    self_attention_out_bias: bool = True
+    """Bias of the self-attention layers' output projections."""
+    mlp_bias: bool = True
+    """Biases of the MLPs (cross- and self-attention layers)."""
+    latent_kv_query_norm: bool = False
+    """In the cross-attention, normalise the latents' keys and values with the query LayerNorm (krasserm's Perceiver
+    AR) instead of the key/value LayerNorm that normalises the prefix."""
+
+    def __post_init__(self):
+        self.validate()
 
     def validate(self) -> None:
+        check_ranges(
+            self,
+            {"num_channels": ">= 1", "num_heads": ">= 1", "max_seq_len": ">= 1", "num_self_attention_layers": ">= 0",
+             "cross_attention_widening_factor": ">= 1", "self_attention_widening_factor": ">= 1",
+             "cross_attention_dropout": "[0, 1)", "post_attention_dropout": "[0, 1)", "attention_dropout": "[0, 1)"},
+        )
         if self.max_latents < 1 or self.max_latents > self.max_seq_len:
             raise ValueError(f"max_latents must be in 1..max_seq_len ({self.max_seq_len}), got {self.max_latents}")
         if self.num_channels % self.num_heads:
             raise ValueError(f"num_channels ({self.num_channels}) must be divisible by num_heads ({self.num_heads})")
-        if not 0.0 <= self.cross_attention_dropout < 1.0:
-            raise ValueError(f"cross_attention_dropout must be in [0, 1), got {self.cross_attention_dropout}")
-        if self.num_self_attention_layers < 0:
-            raise ValueError("num_self_attention_layers must be >= 0")
+        if self.num_rotary_layers is not None and self.num_rotary_layers < 0:
+            raise ValueError(f"num_rotary_layers must be >= 0 or None (all), got {self.num_rotary_layers}")
 
 
 @dataclass
@@ -74,19 +96,27 @@ class PerceiverAR(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        common = dict(attention_dropout=config.attention_dropout, residual_dropout=config.post_attention_dropout)
+        common = dict(
+            attention_dropout=config.attention_dropout,
+            residual_dropout=config.post_attention_dropout,
+            bias=config.qkv_bias,
+            mlp_bias=config.mlp_bias,
+        )
         self.cross_attention = CrossAttentionLayer(
             num_heads=config.num_heads,
             num_q_channels=config.num_channels,
             num_kv_channels=config.num_channels,
             widening_factor=config.cross_attention_widening_factor,
+            out_bias=config.cross_attention_out_bias,
             **common,
         )
         self.self_attention = SelfAttentionBlock(
             config.num_self_attention_layers,
+            num_rotary_layers=config.num_rotary_layers,
             num_heads=config.num_heads,
             num_channels=config.num_channels,
             widening_factor=config.self_attention_widening_factor,
+            out_bias=config.self_attention_out_bias,
             **common,
         )
         set_activation_checkpointing(self, config.activation_checkpointing)
@@ -129,11 +159,18 @@ class PerceiverAR(nn.Module):
         rotary_latents = _slice_rotary(rotary, num_keys - num_latents, num_keys)
 
         mask = attend_mask(pad_mask, num_latents, num_keys, causal=True, device=x.device)
-        latents = self.cross_attention(latents, x, mask, rotary_q=rotary_latents, rotary_k=rotary)
+        num_query_norm_keys = self._query_norm_keys(num_latents)
+        latents = self.cross_attention(
+            latents, x, mask, rotary_q=rotary_latents, rotary_k=rotary, num_query_norm_keys=num_query_norm_keys
+        )
 
         latent_pad = pad_mask[:, -num_latents:] if pad_mask is not None else None
         sa_mask = attend_mask(latent_pad, num_latents, num_latents, causal=True) if latent_pad is not None else None
         return self.self_attention(latents, sa_mask, is_causal=sa_mask is None, rotary=rotary_latents)
+
+    def _query_norm_keys(self, num_latents: int) -> int:
+        """How many of the last keys (the latents) the cross-attention normalises with its query LayerNorm."""
+        return num_latents if self.config.latent_kv_query_norm else 0
 
     # ---------------------------------------------------------------------------------------------------------
     #  Decoding with a cache
@@ -196,6 +233,10 @@ class PerceiverAR(nn.Module):
         if not extend:
             for sa_cache in cache.self_attention:
                 sa_cache.reset()
+            if self.config.latent_kv_query_norm and start > 0:
+                # positions that left the latents are keys of the prefix now, normalised differently: recompute all
+                cache.cross.reset()
+                x, rotary = cache.inputs[:, :end], _slice_rotary(cache.rotary, 0, end)
         cache.length, cache.num_latents = end, num_latents
 
         pad = cache.pad_mask[:, :end]
@@ -207,7 +248,8 @@ class PerceiverAR(nn.Module):
 
         mask = attend_mask(pad, num_queries, end, causal=num_queries > 1, device=x.device)
         latents = self.cross_attention(
-            queries, x, mask, rotary_q=rotary_q, rotary_k=rotary, kv_cache=cache.cross
+            queries, x, mask, rotary_q=rotary_q, rotary_k=rotary, kv_cache=cache.cross,
+            num_query_norm_keys=self._query_norm_keys(min(num_latents, x.shape[1])),
         )
         latent_pad = pad[:, end - num_latents : end] if pad is not None else None
         sa_mask = attend_mask(latent_pad, num_queries, num_latents, causal=num_queries > 1, device=x.device)

@@ -9,7 +9,9 @@ builds the data loaders after that), else the run is one process.
   ``e * T ... (e + 1) * T - 1`` (``T`` = ``len(dataset)`` rounded up to a multiple of the world size), rank ``r``
   takes every ``world``-th one starting at ``r``. No index is drawn twice, by any rank, in any epoch; the epoch is
   part of the index, so it reaches data loader workers too; and at every step the ranks together read exactly the
-  items one process with the same global batch size would read.
+  items one process with the same global batch size would read. A run bounded by ``max_steps`` reads the indices
+  ``0, 1, 2, ...`` in one pass instead, and a resumed run starts where its checkpoint stopped
+  (:func:`training_loader`, :func:`run_position`): it reads what the run would have read without the interruption.
 - :class:`EvenBatchSampler` (evaluation): every item exactly once (no padding duplicates, nothing dropped), and
   every rank gets the same number of batches, because under DDP and FSDP a rank that runs one forward pass fewer
   than the others makes them wait forever. Batches are lists of indices, read by :class:`BatchedDataset`.
@@ -39,16 +41,32 @@ class _RankSampler(DistributedSampler):
 
 
 class FreshItemSampler(_RankSampler):
-    """Training indices for data sets whose item ``i`` is a pure function of ``(seed, i)`` for every ``i >= 0``."""
+    """Training indices for data sets whose item ``i`` is a pure function of ``(seed, i)`` for every ``i >= 0``.
 
-    def __init__(self, dataset: Dataset, num_replicas: Optional[int] = None, rank: Optional[int] = None):
+    By default one epoch per ``iter``, as described in the module docstring. With ``num_samples`` (this rank's items
+    in the whole run) it is one pass over the global indices ``0, 1, 2, ...`` that ignores the epoch, and skips the
+    first ``start`` of this rank's items: a run resumed after ``k`` batches of ``B`` passes ``start = k * B``.
+    ``len`` is the whole pass in both cases, as Lightning expects of a loader that resumes mid-epoch.
+    """
+
+    def __init__(
+        self, dataset: Dataset, num_replicas: Optional[int] = None, rank: Optional[int] = None,
+        num_samples: Optional[int] = None, start: int = 0,
+    ):
         super().__init__(dataset, num_replicas, rank)
-        self.per_epoch = math.ceil(len(dataset) / self.num_replicas) * self.num_replicas
-        self.num_samples = self.per_epoch // self.num_replicas
+        self.one_pass = num_samples is not None
+        if num_samples is None:
+            if start:
+                raise ValueError("start needs num_samples (one pass over the run)")
+            num_samples = math.ceil(len(dataset) / self.num_replicas)
+        self.per_epoch = num_samples * self.num_replicas
+        self.num_samples = num_samples
+        self.start = min(start, num_samples)
 
     def __iter__(self) -> Iterator[int]:
-        start = self.epoch * self.per_epoch
-        return iter(range(start + self.rank, start + self.per_epoch, self.num_replicas))
+        first = 0 if self.one_pass else self.epoch * self.per_epoch
+        return iter(range(first + self.start * self.num_replicas + self.rank, first + self.per_epoch,
+                          self.num_replicas))
 
     def __len__(self) -> int:
         return self.num_samples
@@ -126,14 +144,32 @@ def evaluation_loader(
 
 
 def training_loader(
-    dataset: Dataset, batch_size: int, collate_fn: Callable[[list], object], num_workers: int = 0
+    dataset: Dataset, batch_size: int, collate_fn: Callable[[list], object], num_workers: int = 0,
+    num_batches: Optional[int] = None, start_batch: int = 0,
 ) -> DataLoader:
-    """A training loader over a data set of fresh random items (:class:`FreshItemSampler`)."""
+    """A training loader over a data set of fresh random items (:class:`FreshItemSampler`): by epochs, or with
+    ``num_batches`` (per rank, for the whole run) one pass that begins after ``start_batch`` batches."""
+    sampler = FreshItemSampler(
+        dataset,
+        num_samples=None if num_batches is None else num_batches * batch_size,
+        start=start_batch * batch_size,
+    )
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=FreshItemSampler(dataset),
+        sampler=sampler,
         collate_fn=collate_fn,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )
+
+
+def run_position(trainer) -> Tuple[Optional[int], int]:
+    """For a Lightning run bounded by ``max_steps``: ``(batches per rank in the whole run, batches read before it
+    started)`` (non-zero when it resumed from a checkpoint); ``(None, 0)`` without a trainer or ``max_steps``.
+    Lightning restores ``global_step`` before it asks the data module for its training loader."""
+    max_steps = getattr(trainer, "max_steps", None)
+    if max_steps is None or max_steps < 1:
+        return None, 0
+    accumulate = trainer.accumulate_grad_batches
+    return max_steps * accumulate, trainer.global_step * accumulate

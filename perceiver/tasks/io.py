@@ -12,6 +12,7 @@ from perceiver import registry
 from perceiver.adapters.base import InputAdapter, TokenAdapter, TokenInputAdapter
 from perceiver.core.decoder import PerceiverDecoder, PerceiverDecoderConfig, QueryProvider
 from perceiver.core.encoder import PerceiverEncoder, PerceiverEncoderConfig
+from perceiver.options import check_ranges
 from perceiver.tasks.base import ConfigError
 
 ENCODER_FIELDS = (
@@ -44,26 +45,41 @@ class PerceiverIOOptions:
     num_latent_channels: int = 512
     """Channels D of each latent."""
     num_cross_attention_heads: int = 8
+    """Heads of the encoder's cross-attention to the input."""
     num_cross_attention_qk_channels: Optional[int] = None
+    """Query/key channels of the cross-attention (default: num_latent_channels)."""
     num_cross_attention_v_channels: Optional[int] = None
+    """Value channels of the cross-attention (default: num_latent_channels)."""
     num_cross_attention_layers: int = 1
     """Cross-attention layers to the input (> 1: the original Perceiver's repeated cross-attention)."""
     first_cross_attention_layer_shared: bool = False
     """The first cross-attention layer shares the weights of the later ones."""
     cross_attention_widening_factor: int = 1
+    """MLP width of the cross-attention layers, as a multiple of their channels."""
     num_self_attention_heads: int = 8
+    """Heads of the self-attention layers over the latents."""
     num_self_attention_qk_channels: Optional[int] = None
+    """Query/key channels of the self-attention (default: num_latent_channels)."""
     num_self_attention_v_channels: Optional[int] = None
+    """Value channels of the self-attention (default: num_latent_channels)."""
     num_self_attention_layers_per_block: int = 6
+    """Self-attention layers in each self-attention block."""
     num_self_attention_blocks: int = 1
     """Self-attention blocks; cross-attention layer i runs before block i."""
     first_self_attention_block_shared: bool = True
     """The first self-attention block shares the weights of the later ones."""
     self_attention_widening_factor: int = 1
+    """MLP width of the self-attention layers, as a multiple of their channels."""
     num_decoder_heads: int = 8
+    """Heads of the decoder's cross-attention from the output queries to the latents."""
     num_decoder_qk_channels: Optional[int] = None
+    """Query/key channels of the decoder (default: the query channels)."""
     num_decoder_v_channels: Optional[int] = None
+    """Value channels of the decoder (default: the query channels)."""
     decoder_widening_factor: int = 1
+    """MLP width of the decoder, as a multiple of the query channels."""
+    decoder_query_residual: Optional[bool] = None
+    """Add the decoder's attention output to its queries (None: the task's choice, off for mlm, on for clf)."""
     attention_dropout: float = 0.1
     """Dropout on the attention probabilities."""
     residual_dropout: float = 0.0
@@ -77,15 +93,28 @@ class PerceiverIOOptions:
     adapter: str = "text-bytes"
     """Registered input adapter (text-bytes for token ids, image for pixels)."""
     adapter_options: Dict[str, Any] = field(default_factory=dict)
+    """Options of the input adapter (--set adapter.key=value; see perceiver show adapter NAME)."""
 
     def validate_io(self) -> None:
         """Check the encoder/decoder options (called from the task configs' ``__post_init__``)."""
+        check_ranges(
+            self,
+            {"num_cross_attention_qk_channels": ">= 1", "num_cross_attention_v_channels": ">= 1",
+             "num_self_attention_qk_channels": ">= 1", "num_self_attention_v_channels": ">= 1",
+             "num_decoder_heads": ">= 1", "num_decoder_qk_channels": ">= 1", "num_decoder_v_channels": ">= 1",
+             "decoder_widening_factor": ">= 1", "init_scale": "> 0"},
+            ConfigError,
+        )
         try:
             self.encoder_config(num_input_channels=1).validate()
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        if self.num_decoder_heads < 1 or self.decoder_widening_factor < 1:
-            raise ConfigError("num_decoder_heads and decoder_widening_factor must be >= 1")
+        for name in ("num_decoder_qk_channels", "num_decoder_v_channels"):
+            channels = getattr(self, name)
+            if channels is not None and channels % self.num_decoder_heads:
+                raise ConfigError(
+                    f"{name} ({channels}) must be divisible by num_decoder_heads ({self.num_decoder_heads})"
+                )
 
     def encoder_config(self, num_input_channels: int) -> PerceiverEncoderConfig:
         values = {name: getattr(self, name) for name in ENCODER_FIELDS}
@@ -147,7 +176,10 @@ def create_input_adapter(name: str, options: Dict[str, Any], **shared: Any) -> I
 
 def build_encoder_decoder(options: PerceiverIOOptions, input_adapter: InputAdapter, query_provider: QueryProvider,
                           query_residual: bool):
+    """:param query_residual: the task's default for ``options.decoder_query_residual``"""
     encoder = PerceiverEncoder(options.encoder_config(input_adapter.num_input_channels))
+    if options.decoder_query_residual is not None:
+        query_residual = options.decoder_query_residual
     decoder_config = options.decoder_config(query_provider.num_query_channels, query_residual)
     decoder = PerceiverDecoder(decoder_config, query_provider)
     return encoder, decoder

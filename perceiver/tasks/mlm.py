@@ -19,6 +19,7 @@ from perceiver.core.decoder import PositionQueryProvider, decode_row_sparse
 from perceiver.core.linear import is_plain_tree
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.data.tokenizer import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID, VOCAB_SIZE, ByteTokenizer
+from perceiver.options import check_ranges
 from perceiver.tasks.base import ConfigError, lightning_module_getattr
 from perceiver.tasks.io import PerceiverIOOptions, build_encoder_decoder, create_adapter, create_input_adapter
 
@@ -42,16 +43,18 @@ class MaskedLanguageModelConfig(PerceiverIOOptions):
     """fill-mask wraps texts in [CLS] ... [SEP] (how DeepMind's language Perceiver was trained; set by the
     converter)."""
     row_sparse_backward: bool = True
-    """When logits of all positions are computed in training, backpropagate through the decoder only at positions
-    whose logits receive gradient (exact; much faster when the loss covers few positions, e.g. the masked ones)."""
+    """When logits of all positions are computed in training (``model(input_ids)``), backpropagate through the
+    decoder only at positions whose logits receive gradient (the dense gradient up to float rounding; much faster
+    when the loss covers few positions). ``perceiver train mlm`` decodes only the masked positions and never takes
+    this path."""
 
     def __post_init__(self):
-        if self.vocab_size <= NUM_SPECIAL:
-            raise ConfigError(f"vocab_size must be > {NUM_SPECIAL}, got {self.vocab_size}")
-        if self.max_seq_len < 1 or self.num_input_channels < 1:
-            raise ConfigError("max_seq_len and num_input_channels must be >= 1")
-        if not 0.0 < self.mask_prob < 1.0:
-            raise ConfigError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+        check_ranges(
+            self,
+            {"vocab_size": f"> {NUM_SPECIAL}", "max_seq_len": ">= 1", "num_input_channels": ">= 1",
+             "mask_prob": "(0, 1)"},
+            ConfigError,
+        )
         self.validate_io()
 
 

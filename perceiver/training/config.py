@@ -5,30 +5,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from perceiver.options import check_ranges
+
 
 @dataclass
 class OptimizerConfig:
     optimizer: str = "adamw"
     """adam or adamw."""
     lr: float = 2e-4
+    """Peak learning rate, reached after warmup_steps."""
     weight_decay: float = 0.01
     """Decoupled weight decay (adamw) on matrices; biases and norms are not decayed."""
     beta1: float = 0.9
+    """Adam's first-moment decay."""
     beta2: float = 0.999
+    """Adam's second-moment decay."""
     warmup_steps: int = 200
+    """Optimizer steps of linear warmup from 0 to lr."""
     schedule: str = "cosine"
     """cosine (decay to min_lr_ratio * lr after warmup) or constant (after warmup)."""
     min_lr_ratio: float = 0.1
+    """Final learning rate of the cosine schedule, as a fraction of lr."""
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be adam or adamw, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be cosine or constant, got {self.schedule!r}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        check_ranges(
+            self,
+            {"lr": "> 0", "weight_decay": ">= 0", "beta1": "[0, 1)", "beta2": "[0, 1)", "warmup_steps": ">= 0",
+             "min_lr_ratio": "[0, 1]"},
+        )
 
 
 @dataclass
@@ -36,13 +44,20 @@ class TrainerConfig:
     output_dir: str = "runs/train"
     """Checkpoints, logs and the exported model (output_dir/model) go here."""
     max_steps: int = 1000
+    """Optimizer steps to train for (the run's total, also when resumed)."""
     val_check_interval: int = 200
-    """Validate (and checkpoint) every this many training steps."""
+    """Validate every this many training steps."""
+    checkpoint_every: int = 0
+    """Rewrite checkpoints/last.ckpt every this many training steps (0: every val_check_interval steps)."""
+    checkpoint_every_minutes: float = 2.0
+    """Also rewrite it after this many minutes of training since the last time (0: by steps only). A hard kill
+    (kill -9, power loss) loses at most this much; Ctrl-C and SIGTERM save the current step."""
     limit_val_batches: int = 50
     """Validation batches per validation run (0 = all)."""
     accumulate_grad_batches: int = 1
     """Sum the gradients of this many batches per optimizer step (global batch: batch_size x devices x nodes x this)."""
     gradient_clip: Optional[float] = 1.0
+    """Clip the gradient norm to this value (none: no clipping)."""
     accelerator: str = "auto"
     """auto, cpu, gpu (cuda) or another Lightning accelerator."""
     devices: str = "auto"
@@ -56,20 +71,24 @@ class TrainerConfig:
     distributed_timeout: int = 1800
     """Seconds a process waits for the others (start-up, collectives) before it gives up."""
     seed: int = 0
+    """Random seed of initialisation, data order and dropout."""
     log_every_n_steps: int = 10
+    """Write metrics to the log (and print a progress line, when not on a terminal) every this many steps."""
     logger: str = "csv"
-    """csv or tensorboard."""
+    """csv (logs/metrics.csv) or tensorboard (logs/); a resumed run continues the same log."""
     compile: bool = False
     """torch.compile the model."""
     progress: bool = True
+    """A live progress bar when stderr is a terminal; otherwise, and with --no-progress, plain lines."""
 
     def __post_init__(self):
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.val_check_interval < 1:
-            raise ValueError(f"val_check_interval must be >= 1, got {self.val_check_interval}")
-        if self.accumulate_grad_batches < 1:
-            raise ValueError(f"accumulate_grad_batches must be >= 1, got {self.accumulate_grad_batches}")
+        check_ranges(
+            self,
+            {"max_steps": ">= 1", "val_check_interval": ">= 1", "limit_val_batches": ">= 0",
+             "accumulate_grad_batches": ">= 1", "gradient_clip": ">= 0", "num_nodes": ">= 1",
+             "distributed_timeout": ">= 1", "seed": f"[0, {MAX_SEED}]", "log_every_n_steps": ">= 1",
+             "checkpoint_every": ">= 0", "checkpoint_every_minutes": ">= 0"},
+        )
         if self.logger not in ("csv", "tensorboard"):
             raise ValueError(f"logger must be csv or tensorboard, got {self.logger!r}")
         if self.strategy not in STRATEGIES:
@@ -80,12 +99,10 @@ class TrainerConfig:
         self.devices = str(self.devices).strip()
         if not _valid_devices(self.devices):
             raise ValueError(f"devices must be a number, auto, -1 (all) or GPU ids like 0,1; got {self.devices!r}")
-        if self.num_nodes < 1:
-            raise ValueError(f"num_nodes must be >= 1, got {self.num_nodes}")
-        if self.distributed_timeout < 1:
-            raise ValueError(f"distributed_timeout must be >= 1 second, got {self.distributed_timeout}")
 
 
+MAX_SEED = 2**32 - 1
+"""Largest seed Lightning's seed_everything takes (it replaces larger ones by a random seed)."""
 STRATEGIES = ("auto", "ddp", "fsdp")
 PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
 """Accepted --precision values -> Lightning's names."""

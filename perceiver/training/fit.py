@@ -1,7 +1,9 @@
 """Run a :class:`~perceiver.training.plan.TrainPlan` with the Lightning Trainer, on one device or many.
 
-Layout of ``output_dir``: ``checkpoints/last.ckpt`` (rewritten atomically every ``val_check_interval`` steps and at
-the end), ``logs/`` (CSV or TensorBoard) and, at the end, ``model/`` (``config.json`` + ``model.safetensors``).
+Layout of ``output_dir``: ``checkpoints/last.ckpt`` (rewritten atomically every ``checkpoint_every`` steps or
+``val_check_interval`` steps, every ``checkpoint_every_minutes``, on Ctrl-C or SIGTERM, and at the end), ``logs/``
+(one CSV or TensorBoard log for the run, continued by ``--resume``) and, at the end, ``model/`` (``config.json`` +
+``model.safetensors``).
 
 Scaling out is Lightning's: ``strategy`` ddp or fsdp, ``devices`` processes per machine, ``num_nodes`` machines
 (docs/distributed.md). Requests that cannot work here (more devices than exist, FSDP or 16-mixed without CUDA)
@@ -24,9 +26,12 @@ import torch
 
 from perceiver import registry
 from perceiver.checkpoint import load_model, save_model
+from perceiver.training.callbacks import LoggedStepsFollowGlobalStep, SeedEveryStep, StopOnSignal
 from perceiver.training.config import PRECISIONS, TrainerConfig
 from perceiver.training.lightning import AtomicCheckpointIO, LitTask
-from perceiver.training.plan import PlanError, TrainPlan
+from perceiver.training.logs import run_logger
+from perceiver.training.plan import RUN_FILE, PlanError, TrainPlan, changed_model_fields
+from perceiver.training.signals import TrainingInterrupted
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -43,7 +48,7 @@ def checkpoint_dir(output_dir) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-RUN_ENTRIES = ("checkpoints", "logs", "model", "curves.png")
+RUN_ENTRIES = ("checkpoints", "logs", "model", "curves.png", RUN_FILE)
 """What a training run writes into its output directory; a directory holding anything else is not a run."""
 
 
@@ -73,7 +78,8 @@ def _resume_path(plan: TrainPlan) -> Optional[str]:
         checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)  # every rank reads it
         saved = checkpoint.get("hyper_parameters", {}).get("config", {})
         current = asdict(plan.model_config)
-        differ = sorted(k for k in current if k in saved and saved[k] != current[k] and k != "activation_checkpointing")
+        vetted = {"activation_checkpointing"} | changed_model_fields(plan)  # --allow-change
+        differ = sorted(k for k in current if k in saved and saved[k] != current[k] and k not in vetted)
         if differ:
             details = ", ".join(f"{k}={saved[k]!r} (now {current[k]!r})" for k in differ[:4])
             raise ResumeError(f"{last} was trained with a different model config: {details}")
@@ -86,51 +92,29 @@ def _resume_path(plan: TrainPlan) -> Optional[str]:
     return None
 
 
-def _logger(plan: TrainPlan):
-    out = plan.trainer_config.output_dir
-    if plan.trainer_config.logger == "tensorboard":
-        from pytorch_lightning.loggers import TensorBoardLogger
-
-        return TensorBoardLogger(out, name="logs")
-    from pytorch_lightning.loggers import CSVLogger
-
-    return CSVLogger(out, name="logs")
+def _checkpoint_step(path: Optional[str]) -> Optional[int]:
+    if path is None:
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
 
 
-def _callbacks(plan: TrainPlan) -> List[pl.Callback]:
-    from pytorch_lightning.callbacks import ModelCheckpoint
+def _callbacks(plan: TrainPlan, unit: str = "items/s") -> List[pl.Callback]:
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from perceiver.training.progress import TrainingProgress
 
     cfg = plan.trainer_config
+    every = dict(dirpath=checkpoint_dir(cfg.output_dir), save_last=True, save_top_k=0, enable_version_counter=False)
     callbacks: List[pl.Callback] = [
-        ModelCheckpoint(
-            dirpath=checkpoint_dir(cfg.output_dir),
-            save_last=True,
-            save_top_k=0,
-            every_n_train_steps=cfg.val_check_interval,
-        )
+        ModelCheckpoint(every_n_train_steps=cfg.checkpoint_every or cfg.val_check_interval, **every)
     ]
-    if cfg.progress:
-        if sys.stderr.isatty():
-            from pytorch_lightning.callbacks import RichProgressBar
-
-            callbacks.append(RichProgressBar(leave=True))
-        else:
-            from pytorch_lightning.callbacks import TQDMProgressBar
-
-            callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.log_every_n_steps)))
+    if cfg.checkpoint_every_minutes > 0:  # Lightning wants one ModelCheckpoint per kind of interval
+        callbacks.append(ModelCheckpoint(train_time_interval=timedelta(minutes=cfg.checkpoint_every_minutes), **every))
+    callbacks += [LoggedStepsFollowGlobalStep(), LearningRateMonitor(logging_interval="step")]
+    live = cfg.progress and sys.stderr.isatty()
+    callbacks.append(TrainingProgress(live=live, every=cfg.log_every_n_steps, unit=unit))
+    callbacks.append(SeedEveryStep(cfg.seed))
     return callbacks
-
-
-class _SeedPerRank(pl.Callback):
-    """After the model is built (same weights everywhere), give every rank its own random stream, so that dropout
-    and prefix dropout differ between ranks. A one-process run keeps the stream ``seed_everything`` started."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if trainer.world_size > 1:
-            torch.manual_seed(self.seed + 1_000_003 * trainer.global_rank)
 
 
 def check_devices(cfg: TrainerConfig) -> Tuple[str, int]:
@@ -223,7 +207,7 @@ def fsdp_wrap_policy(units: Sequence[type] = LitTask.fsdp_units):
 
 def build_trainer(
     plan: TrainPlan, callbacks: Optional[Sequence[pl.Callback]] = None, fsdp_units: Optional[Sequence[type]] = None,
-    **overrides: Any,
+    resume_step: Optional[int] = None, throughput_unit: str = "items/s", **overrides: Any,
 ) -> pl.Trainer:
     cfg = plan.trainer_config
     _, num_devices = check_devices(cfg)
@@ -241,11 +225,11 @@ def build_trainer(
         strategy=build_strategy(cfg, num_devices, fsdp_units or LitTask.fsdp_units),
         precision=PRECISIONS[cfg.precision],
         log_every_n_steps=cfg.log_every_n_steps,
-        logger=_logger(plan),
-        callbacks=_callbacks(plan) + [_SeedPerRank(cfg.seed)] + list(callbacks or []),
+        logger=run_logger(cfg.logger, cfg.output_dir, resume_step),
+        callbacks=_callbacks(plan, throughput_unit) + list(callbacks or []),
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=cfg.progress,
-        enable_model_summary=cfg.progress,
+        enable_progress_bar=True,  # TrainingProgress: a live bar or plain lines
+        enable_model_summary=False,  # TrainingProgress prints the parameter count
         num_sanity_val_steps=0,
     )
     kwargs.update(overrides)
@@ -267,7 +251,11 @@ def _quiet_lightning() -> None:
 
 def fit(plan: TrainPlan, callbacks: Optional[Sequence[pl.Callback]] = None) -> Dict[str, Any]:
     """Train, checkpoint and export; returns final metrics and paths (``is_global_zero`` is False on the other
-    ranks of a distributed run). ``callbacks``: extra Lightning callbacks."""
+    ranks of a distributed run). ``callbacks``: extra Lightning callbacks.
+
+    Ctrl-C or SIGTERM: the step under way finishes, ``last.ckpt`` is saved at that step and
+    :class:`~perceiver.training.signals.TrainingInterrupted` is raised (no export); ``--resume`` continues from there
+    as if nothing had happened (same data, same random numbers)."""
     _quiet_lightning()
     cfg = plan.trainer_config
     check_devices(cfg)  # before anything slow
@@ -279,13 +267,26 @@ def fit(plan: TrainPlan, callbacks: Optional[Sequence[pl.Callback]] = None) -> D
     lit = lit_class(plan.model_config, plan.optimizer_config)
     if cfg.compile:
         lit.model.compile()  # in place: parameter names, and so checkpoints, stay those of the eager model
-    trainer = build_trainer(plan, callbacks=callbacks, fsdp_units=getattr(lit_class, "fsdp_units", None))
-    trainer.fit(lit, datamodule=datamodule, ckpt_path=resume_from)
     last = checkpoint_dir(cfg.output_dir) / LAST_CHECKPOINT
-    trainer.save_checkpoint(last, weights_only=False)  # every rank takes part (FSDP gathers); rank 0 writes
-    export_dir = Path(cfg.output_dir) / "model"
-    if trainer.is_global_zero:  # from the checkpoint: full weights even when the live model is sharded
-        save_model(load_model(last), export_dir, task=plan.task, overwrite=True)  # the run's own export
+    stop = StopOnSignal(str(last))
+    trainer = build_trainer(
+        plan, callbacks=[stop, *(callbacks or [])], fsdp_units=getattr(lit_class, "fsdp_units", None),
+        resume_step=_checkpoint_step(resume_from), throughput_unit=getattr(lit_class, "throughput_unit", "items/s"),
+    )
+    stop.install()
+    try:
+        try:
+            trainer.fit(lit, datamodule=datamodule, ckpt_path=resume_from)
+        except TrainingInterrupted as interrupted:
+            interrupted.step = trainer.global_step
+            interrupted.report = trainer.is_global_zero
+            raise
+        trainer.save_checkpoint(last, weights_only=False)  # every rank takes part (FSDP gathers); rank 0 writes
+        export_dir = Path(cfg.output_dir) / "model"
+        if trainer.is_global_zero:  # from the checkpoint: full weights even when the live model is sharded
+            save_model(load_model(last), export_dir, task=plan.task, overwrite=True)  # the run's own export
+    finally:
+        stop.restore()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     return {
         "metrics": metrics, "model_dir": str(export_dir), "step": trainer.global_step,

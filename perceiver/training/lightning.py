@@ -1,12 +1,17 @@
 """The Lightning side of every task: optimizer, schedule, logging, atomic checkpoints.
 
-This and the ``Lit*`` classes are the only places that import Lightning.
+The ``Lit*`` classes of the tasks build on :class:`LitTask`; the callbacks that run a training are in
+:mod:`.callbacks` and :mod:`.progress`.
+
+Lightning is imported here, by the ``Lit*`` classes (``perceiver.tasks.lightning``), by ``perceiver.training.fit``
+and by the data modules (``perceiver.data.text``, ``perceiver.data.labelled``), so also by ``perceiver eval``, which
+uses a task's ``Lit*.compute`` and a data module. The models (``perceiver.tasks.clm`` etc.) import it only when their
+``Lit*`` attribute is first used.
 """
 
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from dataclasses import asdict, is_dataclass
 from typing import Any, Dict, Optional, Tuple, Union
@@ -18,6 +23,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from perceiver.core.layers import CrossAttentionLayer, SelfAttentionLayer
 from perceiver.training.config import OptimizerConfig
 from perceiver.training.schedules import ConstantWithWarmupLR, CosineWithWarmupLR
+from perceiver.training.signals import signals_held
 
 
 class LitTask(pl.LightningModule):
@@ -31,6 +37,7 @@ class LitTask(pl.LightningModule):
 
     task_name: str = ""
     throughput_unit: str = "items/s"
+    """What ``count`` counts, per second: the throughput shown while training and logged under this name."""
     config_class: type = type(None)
     model_class: type = type(None)
     fsdp_units: Tuple[type, ...] = (CrossAttentionLayer, SelfAttentionLayer)
@@ -49,7 +56,8 @@ class LitTask(pl.LightningModule):
         self.save_hyperparameters({"config": asdict(config), "optimizer": asdict(optimizer)})
         self.optimizer_config = optimizer
         self.model = self.model_class(config)
-        self._last_step_time: Optional[float] = None
+        self.num_parameters = sum(p.numel() for p in self.model.parameters())
+        """Counted before FSDP shards the parameters."""
         # FSDP flattens parameters before configure_optimizers runs: remember which ones are matrices
         self._param_dims = {name: p.dim() for name, p in self.named_parameters()}
 
@@ -65,14 +73,21 @@ class LitTask(pl.LightningModule):
         return self.compute(self.model, batch)
 
     def training_step(self, batch, batch_idx):
+        """Returns ``loss`` and ``count`` (a tensor, never read here: the progress callback sums it on the device).
+        ``train_loss`` is logged on logging steps only, as the mean over ranks: no host sync or all-reduce on the
+        other steps."""
         out = self.step(batch)
-        self.log("train_loss", out["loss"], prog_bar=True, sync_dist=True)  # mean over ranks, not rank 0's own
-        now = time.perf_counter()
-        if self._last_step_time is not None:
-            count = out["count"].item() * self.trainer.world_size
-            self.log(self.throughput_unit, count / max(now - self._last_step_time, 1e-9), prog_bar=True)
-        self._last_step_time = now
-        return out["loss"]
+        if self._logging_step():
+            loss = out["loss"].detach()
+            if self.trainer.world_size > 1:
+                loss = self.trainer.strategy.reduce(loss, reduce_op="mean")
+            self.log("train_loss", loss, prog_bar=True, batch_size=_batch_size(batch))
+        return {"loss": out["loss"], "count": torch.as_tensor(out["count"]).detach()}
+
+    def _logging_step(self) -> bool:
+        """Whether Lightning writes this batch's step metrics (every ``log_every_n_steps`` optimizer steps)."""
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (self.trainer.global_step + 1) % every == 0
 
     def on_validation_epoch_start(self):
         self._val_totals: Dict[str, torch.Tensor] = {}
@@ -101,11 +116,24 @@ class LitTask(pl.LightningModule):
             self.log(f"val_{key}", value / summed[-1].clamp(min=1), prog_bar=key == "loss", sync_dist=True)
         self._val_totals = {}
 
-    def on_validation_end(self):
-        self._last_step_time = None  # do not count validation time as training throughput
-
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["perceiver_task"] = self.task_name
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """On resume, before Lightning restores the optimizer and schedule: this run's optimizer options (which
+        ``--allow-change`` may have changed) replace the checkpoint's; the moments and the step count stay."""
+        cfg = self.optimizer_config
+        decay = cfg.weight_decay if cfg.optimizer == "adamw" else 0.0
+        for state in checkpoint.get("optimizer_states", []):
+            for index, group in enumerate(state.get("param_groups", [])):
+                base = group.get("initial_lr") or cfg.lr
+                group["lr"] = group.get("lr", base) * cfg.lr / base  # the schedule's current factor, new base
+                group["initial_lr"] = cfg.lr
+                group["betas"] = (cfg.beta1, cfg.beta2)
+                group["weight_decay"] = decay if index == 0 else 0.0  # the groups of configure_optimizers
+        for scheduler in checkpoint.get("lr_schedulers", []):
+            if "base_lrs" in scheduler:
+                scheduler["base_lrs"] = [cfg.lr] * len(scheduler["base_lrs"])
 
     def configure_optimizers(self):
         cfg = self.optimizer_config
@@ -113,7 +141,11 @@ class LitTask(pl.LightningModule):
         for name, p in self.named_parameters():
             if p.requires_grad:
                 (decay if self._param_dims.get(_unwrapped_name(name), p.dim()) >= 2 else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        # the names label the learning rate in the logs (lr/decay, lr/no_decay: the same value)
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay, "name": "decay"},
+            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+        ]
         optimizer_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         if cfg.optimizer == "adam":
             groups[0]["weight_decay"] = 0.0
@@ -133,7 +165,10 @@ class LitTask(pl.LightningModule):
             scheduler = CosineWithWarmupLR(optimizer, training_steps, cfg.warmup_steps, cfg.min_lr_ratio)
         else:
             scheduler = ConstantWithWarmupLR(optimizer, cfg.warmup_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"},
+        }
 
 
 def _warn_if_padded(loaders) -> None:
@@ -163,10 +198,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         from perceiver.files import atomic_write_file
 
-        atomic_write_file(path, lambda tmp: torch.save(checkpoint, tmp))
+        with signals_held():  # Ctrl-C or SIGTERM mid-write takes effect once the file is renamed into place
+            atomic_write_file(path, lambda tmp: torch.save(checkpoint, tmp))
 
     def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None):
         return torch.load(os.fspath(path), map_location=map_location or "cpu", weights_only=True)
+
+
+def _batch_size(batch) -> Optional[int]:
+    """Rows of the first tensor in a batch (tuple, list, dict or tensor), so that Lightning does not guess."""
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    for item in batch if isinstance(batch, (tuple, list)) else [batch]:
+        if torch.is_tensor(item) and item.dim() > 0:
+            return item.shape[0]
+    return None
 
 
 def config_dict(config: Any) -> Dict[str, Any]:

@@ -13,23 +13,41 @@ YAML layout (every section optional)::
     trainer: {max_steps: 100, output_dir: runs/demo}
 
 ``--set`` keys are ``section.key`` or a bare ``key`` that exactly one section has.
+
+A run stores its resolved plan in ``output_dir/run.yaml`` (the same layout, every value explicit) when training
+starts. :func:`plan_resume` continues it: the stored values are the lowest layer, options given again may change only
+what :func:`may_change_on_resume` allows (steps, validation cadence, devices, precision, logging, ...), and anything
+else (model, data, optimizer, schedule) only when the user names it with ``--allow-change``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from perceiver import registry
-from perceiver.options import OptionError, field_types, parse_value
+from perceiver.compatibility import check_fit
+from perceiver.options import OptionError, field_default, field_types, parse_value
 from perceiver.training.config import OptimizerConfig, TrainerConfig
 
 SECTIONS = ("model", "adapter", "data", "optimizer", "trainer")
 ADAPTER_SHARED = ("vocab_size", "max_seq_len", "num_channels", "num_heads")
 """Adapter config fields that the task sets from its own config."""
+SHARED_WITH_ADAPTER = ADAPTER_SHARED + ("image_shape",)
+"""Model config fields whose values the task passes to its adapter under the same name."""
+
+
+RUN_FILE = "run.yaml"
+"""The resolved plan of a run, in ``output_dir``; also a valid ``--config`` file."""
+MAY_CHANGE_ON_RESUME = ("model.activation_checkpointing", "data.num_workers", "data.cache_dir")
+"""Options outside the trainer section that a resumed run may change: they change speed or memory, not results."""
+FIXED_ON_RESUME = ("trainer.seed", "trainer.accumulate_grad_batches", "trainer.gradient_clip", "trainer.output_dir")
+"""Trainer options that a resumed run keeps: they change which data is read or how the optimizer steps."""
 
 
 class PlanError(ValueError):
@@ -47,6 +65,10 @@ class TrainPlan:
     trainer_config: TrainerConfig
     resume: bool = False
     sources: Dict[str, str] = field(default_factory=dict)
+    changes: Dict[str, Tuple[Any, Any]] = field(default_factory=dict)
+    """On resume: ``section.key`` -> (stored value, new value) of every option that differs from the stored run."""
+    notes: List[str] = field(default_factory=list)
+    """Warnings about the plan, one line each (e.g. a warm-up longer than the run)."""
 
 
 def section_classes(task: str, dataset: str, adapter: str) -> Dict[str, Optional[type]]:
@@ -129,10 +151,27 @@ def plan_training(
     options: Optional[Dict[str, Dict[str, Any]]] = None,
     sets: Optional[List[str]] = None,
     resume: bool = False,
+    base: Optional[Dict[str, Any]] = None,
 ) -> TrainPlan:
-    """Resolve names and merge overrides into a :class:`TrainPlan`; every misfit is a one-line error."""
+    """Resolve names and merge overrides into a :class:`TrainPlan`; every misfit is a one-line error.
+
+    ``base``: a stored run (:func:`run_record`), the lowest layer, below even the config defaults.
+    """
     task_entry = registry.get("task", task)
     layers: List[Dict[str, Dict[str, Any]]] = []  # lowest precedence first
+    base = base or {}
+    base_data, base_data_opts = _name_and_options(base.get("data"), "data", RUN_FILE)
+    base_adapter, base_adapter_opts = _name_and_options(base.get("adapter"), "adapter", RUN_FILE)
+    if base:
+        layers.append(
+            {
+                "model": dict(base.get("model") or {}),
+                "adapter": base_adapter_opts,
+                "data": base_data_opts,
+                "optimizer": dict(base.get("optimizer") or {}),
+                "trainer": dict(base.get("trainer") or {}),
+            }
+        )
 
     file_values: Dict[str, Any] = load_yaml(config_file) if config_file else {}
     if file_values.get("task") not in (None, task):
@@ -159,20 +198,21 @@ def plan_training(
     )
     layers.append({section: dict(values) for section, values in (options or {}).items()})
 
-    dataset = data or file_data
+    dataset = data or file_data or base_data
     if not dataset:
         raise PlanError("no data set given: use --data NAME (see `perceiver list datasets`)")
     dataset_entry = registry.get("dataset", dataset)
     set_adapters = [v for section, key, v in parse_sets(sets or []) if key == "adapter" and section in (None, "model")]
     candidates = (  # highest precedence first; the data set's adapter is only the default
         set_adapters[-1] if set_adapters else None, adapter, file_adapter, file_model.get("adapter"),
-        layers[0]["model"].get("adapter") if preset else None, dataset_entry.metadata.get("adapter"),
+        layers[1 if base else 0]["model"].get("adapter") if preset else None, base_adapter,
+        dataset_entry.metadata.get("adapter"),
     )
     adapter = next((name for name in candidates if name), None)
     if not adapter:
         raise PlanError(f"data set {dataset!r} names no default adapter: use --adapter NAME")
     adapter_entry = registry.get("adapter", adapter)
-    _check_fit(task_entry, dataset_entry, adapter_entry)
+    check_fit(task_entry, dataset_entry, adapter_entry)
 
     classes = section_classes(task, dataset, adapter)
     sets_layer: Dict[str, Dict[str, Any]] = {s: {} for s in SECTIONS}
@@ -195,23 +235,31 @@ def plan_training(
     layers.append(sets_layer)
 
     merged: Dict[str, Dict[str, Any]] = {s: {} for s in SECTIONS}
-    for layer in layers:
+    given_data: Dict[str, Any] = {}  # data options the user gave (not the stored run's)
+    for index, layer in enumerate(layers):
         for section, values in layer.items():
             skip = ADAPTER_SHARED if section == "adapter" else ()
             checked = _check_keys(section, classes[section], values, skip)
-            merged[section].update({k: v for k, v in checked.items() if v is not None})
+            stored = base and index == 0  # a stored None is a value (e.g. no gradient clipping), not "unset"
+            merged[section].update({k: v for k, v in checked.items() if v is not None or stored})
+            if section == "data" and not stored:
+                given_data.update({k: v for k, v in checked.items() if v is not None})
+    _check_data_options(dataset_entry, given_data)
 
-    model_values = dict(merged["model"])
+    model_values = {k: v for k, v in merged["model"].items() if v is not None}
     model_values["adapter"] = adapter
     adapter_options = dict(model_values.get("adapter_options") or {})
     adapter_options.update(merged["adapter"])
     model_values["adapter_options"] = adapter_options
     model_values = with_model_facts(model_values, classes["model"], dataset_entry, merged["data"])
-    model_config = task_entry.build_config(**model_values)
-    trainer_config = TrainerConfig(**merged["trainer"])
-    optimizer_config = OptimizerConfig(**merged["optimizer"])
+    model_config = _configured("model", classes["model"], lambda: task_entry.build_config(**model_values))
+    _check_vocab_size(dataset_entry, model_config)
+    _check_adapter_options(adapter_entry, classes["adapter"], model_config)
+    trainer_config = _configured("trainer", TrainerConfig, lambda: TrainerConfig(**merged["trainer"]))
+    optimizer_config = _configured("optimizer", OptimizerConfig, lambda: OptimizerConfig(**merged["optimizer"]))
+    _check_logger(trainer_config)
 
-    data_values = dict(merged["data"])
+    data_values = {k: v for k, v in merged["data"].items() if v is not None}
     data_fields = field_types(classes["data"]) if classes["data"] else {}
     model_fields = {f.name: getattr(model_config, f.name) for f in dataclasses.fields(model_config)}
     for key in data_fields:  # the model decides shared sizes (e.g. max_seq_len); the trainer decides the seed
@@ -219,24 +267,229 @@ def plan_training(
             data_values[key] = model_fields[key]
     if "seed" in data_fields and "seed" not in data_values:
         data_values["seed"] = trainer_config.seed
-    data_config = dataset_entry.build_config(**data_values)
-    return TrainPlan(task, dataset, adapter, model_config, data_config, optimizer_config, trainer_config, resume)
+    data_config = _configured("data", classes["data"], lambda: dataset_entry.build_config(**data_values))
+    plan = TrainPlan(task, dataset, adapter, model_config, data_config, optimizer_config, trainer_config, resume)
+    if optimizer_config.warmup_steps >= trainer_config.max_steps:
+        plan.notes.append(
+            f"--warmup-steps {optimizer_config.warmup_steps} >= --max-steps {trainer_config.max_steps}: "
+            "the learning rate never leaves warm-up"
+        )
+    return plan
 
 
-def _check_fit(task_entry, dataset_entry, adapter_entry) -> None:
-    accepted = tuple(task_entry.metadata.get("inputs", ()))
-    adapter_input = adapter_entry.metadata.get("input")
-    if accepted and adapter_input not in accepted:
+def _configured(section: str, config_class: Optional[type], build: Callable[[], Any]) -> Any:
+    """``build()``, with a config's own range error told as ``section.option must be ...``."""
+    try:
+        return build()
+    except (PlanError, OptionError, registry.RegistryError):
+        raise
+    except ValueError as error:
+        message = str(error)
+        first = message.split(" ", 1)[0]
+        if config_class is not None and first in field_types(config_class):
+            message = f"{section}.{message}"
+        raise PlanError(message) from None
+
+
+def _check_data_options(dataset_entry, given: Dict[str, Any]) -> None:
+    """Refuse options of a shared data config that the chosen data set does not read (``unused_options``), unless
+    given at their default (as in a stored ``run.yaml`` used as ``--config``)."""
+    try:
+        module = dataset_entry.load()
+    except registry.RegistryError:  # reported where the data module is built
+        return
+    config_class = dataset_entry.config_class() if dataset_entry.config else None
+    for key in getattr(module, "unused_options", ()):
+        if key in given and (config_class is None or given[key] != field_default(config_class, key)):
+            flag = DATA_FLAGS.get(key, f"--set data.{key}")
+            raise PlanError(f"data set {dataset_entry.name!r} does not take {flag} (data.{key}); leave it out")
+
+
+DATA_FLAGS = {"data_path": "--data-path", "batch_size": "--batch-size", "num_workers": "--num-workers"}
+"""Data options that have a flag of their own in ``perceiver train``."""
+
+
+def _check_adapter_options(adapter_entry, adapter_class: Optional[type], model_config: Any) -> None:
+    """Build the adapter config from the user's adapter options and the sizes the model shares with it, so that an
+    option out of range is a planning error, not a failure inside the model."""
+    options = dict(getattr(model_config, "adapter_options", None) or {})
+    if adapter_class is None or not options:
+        return
+    fields = field_types(adapter_class)
+    shared = {f.name: getattr(model_config, f.name) for f in dataclasses.fields(model_config)}
+    values = {k: v for k, v in shared.items() if k in fields and k in SHARED_WITH_ADAPTER and v is not None}
+    values.update(options)
+    try:
+        _configured("adapter", adapter_class, lambda: adapter_entry.build_config(**values))
+    except TypeError:  # a field the task sets from elsewhere: checked when the model is built
+        pass
+
+
+def _check_vocab_size(dataset_entry, model_config: Any) -> None:
+    """A token data set's ids must fit the model's vocabulary (``vocab_size`` of the data module, if it has one)."""
+    try:
+        needed = getattr(dataset_entry.load(), "vocab_size", None)
+    except registry.RegistryError:
+        return
+    have = getattr(model_config, "vocab_size", None)
+    if isinstance(needed, int) and isinstance(have, int) and have < needed:
         raise PlanError(
-            f"task {task_entry.name!r} accepts {', '.join(accepted)} input, "
-            f"but adapter {adapter_entry.name!r} produces {adapter_input or 'unknown'} input"
+            f"model.vocab_size must be >= {needed}, the token ids of data set {dataset_entry.name!r}; got {have}"
         )
-    data_modality, adapter_modality = dataset_entry.metadata.get("modality"), adapter_entry.metadata.get("modality")
-    if data_modality and adapter_modality and data_modality != adapter_modality:
-        raise PlanError(
-            f"data set {dataset_entry.name!r} holds {data_modality} data, "
-            f"but adapter {adapter_entry.name!r} reads {adapter_modality}"
-        )
+
+
+def _check_logger(trainer_config: TrainerConfig) -> None:
+    if trainer_config.logger == "tensorboard" and not any(
+        importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX")
+    ):
+        raise PlanError("--logger tensorboard needs TensorBoard: pip install 'perceiver[tensorboard]'")
+
+
+# -------------------------------------------------------------------------------------------------------------------
+#  The stored run and resuming it
+# -------------------------------------------------------------------------------------------------------------------
+
+
+def run_record(plan: TrainPlan) -> Dict[str, Any]:
+    """The plan as ``--config`` sections with every value explicit (JSON types only)."""
+    model = dataclasses.asdict(plan.model_config)
+    adapter_options = model.pop("adapter_options", None) or {}
+    model.pop("adapter", None)
+    data = dataclasses.asdict(plan.data_config) if plan.data_config is not None else {}
+    record = {
+        "task": plan.task,
+        "data": {"name": plan.dataset, **data},
+        "adapter": {"name": plan.adapter, **adapter_options},
+        "model": model,
+        "optimizer": dataclasses.asdict(plan.optimizer_config),
+        "trainer": dataclasses.asdict(plan.trainer_config),
+    }
+    return json.loads(json.dumps(record, default=str))
+
+
+def write_run_file(plan: TrainPlan) -> Path:
+    """Write ``output_dir/run.yaml`` atomically (a temporary file renamed into place)."""
+    import yaml
+
+    from perceiver.files import atomic_write_file
+
+    text = (
+        "# The resolved plan of this run, written when training starts.\n"
+        "# `perceiver train --resume RUN` continues it; `--config` reads it as a config file.\n"
+        + yaml.safe_dump(run_record(plan), sort_keys=False)
+    )
+    return atomic_write_file(Path(plan.trainer_config.output_dir) / RUN_FILE, lambda tmp: tmp.write_text(text))
+
+
+def read_run_file(run_dir: str) -> Optional[Dict[str, Any]]:
+    """The stored plan of the run in ``run_dir``, or None if it has none."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    record = load_yaml(str(path))
+    if not record.get("task"):
+        raise PlanError(f"{path} names no task")
+    return record
+
+
+def task_of_run(run_dir: str) -> Optional[str]:
+    record = read_run_file(run_dir)
+    return record["task"] if record else None
+
+
+def may_change_on_resume(key: str) -> bool:
+    """Whether option ``section.key`` may change when a run is resumed, without ``--allow-change``."""
+    return key in MAY_CHANGE_ON_RESUME or (key.startswith("trainer.") and key not in FIXED_ON_RESUME)
+
+
+def plan_resume(
+    run_dir: str,
+    task: Optional[str] = None,
+    data: Optional[str] = None,
+    adapter: Optional[str] = None,
+    preset: Optional[str] = None,
+    config_file: Optional[str] = None,
+    options: Optional[Dict[str, Dict[str, Any]]] = None,
+    sets: Optional[List[str]] = None,
+    allow_changes: Iterable[str] = (),
+    flags: Optional[Dict[str, str]] = None,
+) -> TrainPlan:
+    """The plan that continues the run in ``run_dir``: its stored plan with the options given again on top.
+
+    Options that :func:`may_change_on_resume` allows, or that ``allow_changes`` names (``section.key`` or a whole
+    section), are taken and listed in ``plan.changes``; any other difference is a one-line error naming the option
+    (``flags``: ``section.key`` -> the command-line flag the user gave for it).
+    """
+    options = {section: dict(values) for section, values in (options or {}).items()}
+    options.setdefault("trainer", {})["output_dir"] = str(run_dir)
+    stored = read_run_file(run_dir)
+    if stored is None:  # a run of an older perceiver: the options must be given again; the model config is checked
+        if not (Path(run_dir) / "checkpoints" / "last.ckpt").exists():
+            raise PlanError(f"nothing to resume: {run_dir} holds no run ({RUN_FILE} and checkpoints/last.ckpt)")
+        if not task:
+            raise PlanError(
+                f"{run_dir} holds no {RUN_FILE} (a run of an older perceiver): name the task and give its options "
+                f"again, e.g. perceiver train clm --output-dir {run_dir} --resume ..."
+            )
+        if list(allow_changes):
+            raise PlanError(f"--allow-change needs the stored plan of the run, and {run_dir} holds no {RUN_FILE}")
+        return plan_training(task, data, adapter, preset, config_file, options, sets, resume=True)
+    if task and task != stored["task"]:
+        raise PlanError(f"{run_dir} is a {stored['task']!r} run, not {task!r}: resume it with perceiver train "
+                        f"{stored['task']} --resume {run_dir} (or perceiver train --resume {run_dir})")
+    plan = plan_training(stored["task"], data, adapter, preset, config_file, options, sets, resume=True, base=stored)
+    allowed = _allowed_changes(allow_changes, plan)
+    before, after = _flatten(stored), _flatten(run_record(plan))
+    for key, new in after.items():
+        if key not in before or before[key] == new or key == "trainer.output_dir":
+            continue
+        section = key.split(".", 1)[0]
+        if not (may_change_on_resume(key) or key in allowed or section in allowed):
+            given = (flags or {}).get(key, key)
+            raise PlanError(
+                f"cannot resume {run_dir} with {given}: it changes {key} from {before[key]!r} to {new!r} "
+                f"(a resumed run keeps its model, data, optimizer and schedule; --allow-change {key} lets it change)"
+            )
+        plan.changes[key] = (before[key], new)
+    return plan
+
+
+def changed_model_fields(plan: TrainPlan) -> set:
+    """Fields of the model config that ``plan.changes`` changes (the adapter's options are ``adapter_options``)."""
+    fields = set()
+    for key in plan.changes:
+        section, _, name = key.partition(".")
+        if section == "model":
+            fields.add(name)
+        elif section == "adapter":
+            fields.add("adapter_options" if name else "adapter")
+    return fields
+
+
+def _flatten(record: Dict[str, Any]) -> Dict[str, Any]:
+    """``{"data": name, "data.batch_size": 16, "adapter": name, "model.max_latents": 512, ...}``."""
+    flat: Dict[str, Any] = {}
+    for section in ("data", "adapter") + tuple(s for s in SECTIONS if s not in ("data", "adapter")):
+        values = dict(record.get(section) or {})
+        if section in ("data", "adapter"):
+            flat[section] = values.pop("name", None)
+        flat.update({f"{section}.{key}": value for key, value in values.items()})
+    return flat
+
+
+def _allowed_changes(keys: Iterable[str], plan: TrainPlan) -> set:
+    """Check the keys of ``--allow-change``: a section, or ``section.key`` of an option the run has."""
+    known = set(_flatten(run_record(plan)))
+    classes = section_classes(plan.task, plan.dataset, plan.adapter)
+    known |= {f"adapter.{key}" for key in (field_types(classes["adapter"]) if classes["adapter"] else {})}
+    out = set()
+    for key in keys:
+        if key not in known and key not in SECTIONS:
+            close = difflib.get_close_matches(key, sorted(known | set(SECTIONS)), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise OptionError(f"--allow-change {key}: no such option{hint}; write section.key, e.g. optimizer.lr")
+        out.add(key)
+    return out
 
 
 def with_model_facts(model_values: Dict[str, Any], model_class: type, dataset_entry, data_values: Dict[str, Any]):

@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from perceiver.devices import DEVICE_HELP
+
 PROMPT_HELP = "A synthesized prompt (tone, chord or chirp) or a .wav file to continue."
 
 
@@ -25,7 +27,7 @@ def audio_synth(
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling threshold in (0, 1]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthesized prompt and of sampling."),
     with_prompt: bool = typer.Option(True, "--with-prompt/--without-prompt", help="Write the prompt first."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, ..."),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     force: bool = typer.Option(False, "--force", help="Replace --output if it exists."),
 ) -> None:
     """Continue an audio prompt with a trained [bold]mulaw[/] model and write [bold]--output[/] (WAV)."""
@@ -55,9 +57,11 @@ def audio_synth(
 
     from perceiver.checkpoint import load_model
     from perceiver.data.tokenizer import NUM_SPECIAL
+    from perceiver.devices import check_device
     from perceiver_audio import mulaw
     from perceiver_audio.wav import write_wav
 
+    check_device(device)
     lm = load_model(model, task="clm", map_location=device)
     if lm.config.adapter != "mulaw":
         raise typer.BadParameter(f"{model} uses adapter {lm.config.adapter!r}, not mulaw", param_hint="--model")

@@ -30,6 +30,7 @@ def register_datasets(register):
         description="Synthesized tones, chords and chirps at 8 kHz (offline, deterministic; "
         "every 10th clip is validation)",
         adapter="mulaw",
+        batch="windows",
         **AUDIO,
     )
     register(
@@ -38,6 +39,7 @@ def register_datasets(register):
         config="perceiver_audio.data:WavDataConfig",
         description="Your own recordings: --data-path FILE_OR_DIR (.wav), mono, resampled to sample_rate",
         adapter="mulaw",
+        batch="windows",
         **AUDIO,
     )
 
