@@ -15,7 +15,10 @@ Workloads and variants
   generate (W3)  ``CausalLanguageModel.generate(prompt, num_tokens, num_latents, top_k)`` in eval mode.
                  "cache":      ``use_cache=True`` (the project's preallocated key/value cache), fp32.
                  "nocache":    ``use_cache=False`` (full recompute for every token), fp32.
-                 "cache-bf16": ``use_cache=True`` under CPU bf16 autocast (extra row).
+                 "cache-bf16": ``use_cache=True``, weights and cache stored in bf16 (``perceiver.inference.prepare``,
+                               as ``perceiver generate --dtype bfloat16``); logits in fp32.
+                 "cache-int8": ``use_cache=True``, linear layers dynamically quantized to int8
+                               (``perceiver generate --quantize int8``).
   mlm (W4)       ``perceiver.tasks.mlm.MaskedLanguageModel`` with the workload's sizes (the task's defaults are the
                  W4 sizes), logits of all positions, ``pad_mask=None``. "default": fp32.
 """
@@ -31,7 +34,7 @@ NAME = "project"
 
 _VARIANTS = {
     "clm": ["default", "bf16"],
-    "generate": ["cache", "nocache", "cache-bf16"],
+    "generate": ["cache", "nocache", "cache-bf16", "cache-int8"],
     "mlm": ["default"],  # W4
 }
 
@@ -79,7 +82,8 @@ def notes(kind, variant):
         )
     if kind == "generate":
         cache = not variant.startswith("nocache")
-        prec = "bf16 autocast (CPU)" if variant.endswith("bf16") else "fp32"
+        prec = {"bf16": "bf16 weights and KV cache, fp32 logits", "int8": "int8 dynamic-quantized linears"}
+        prec = prec.get(variant.rsplit("-", 1)[-1], "fp32")
         return f"CausalLanguageModel.generate(num_latents=7, top_k=10, temperature=1, use_cache={cache}); {prec}"
     if kind == "mlm":
         return (
@@ -127,13 +131,16 @@ def clm_logits(model, x, prefix_len):
 
 
 def build_generator(spec, variant):
+    from perceiver.inference import prepare
     from perceiver.tasks.clm import CausalLanguageModel
 
     model = CausalLanguageModel(_clm_config(spec.model)).eval()
     use_cache = not variant.startswith("nocache")
+    dtype = "bfloat16" if variant.endswith("bf16") else None
+    model = prepare(model, dtype=dtype, quantize="int8" if variant.endswith("int8") else None)
 
     def generate(prompt):
-        with _autocast(variant):
+        with torch.no_grad():
             return model.generate(
                 prompt,
                 num_tokens=spec.new_tokens,

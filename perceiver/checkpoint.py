@@ -228,11 +228,13 @@ def _load_krasserm(path: Path, meta: Dict[str, Any], task: str = None) -> nn.Mod
     return load_krasserm(path, meta)
 
 
-def load_model(path: Union[str, Path], task: str = None, map_location: str = "cpu") -> nn.Module:
+def load_model(path: Union[str, Path], task: str = None, map_location: str = "cpu", dtype=None) -> nn.Module:
     """Load a model in eval mode from an export directory, a training output directory or a ``.ckpt`` file, or a
     directory saved by krasserm's perceiver-io (see :mod:`perceiver.hf.krasserm`).
 
     :param task: if given, the model must be of this task (e.g. ``"clm"``)
+    :param dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` (or the torch dtype): store the weights, and so the
+        decoding cache, in it (:func:`perceiver.inference.cast`)
     """
     path = resolve_model_path(path)
     if path.is_dir():
@@ -240,7 +242,9 @@ def load_model(path: Union[str, Path], task: str = None, map_location: str = "cp
         from perceiver.hf.krasserm import is_krasserm_config
 
         if is_krasserm_config(meta):  # a model saved by krasserm's perceiver-io
-            return _load_krasserm(path, meta, task).to(map_location).eval()
+            from perceiver.inference import cast
+
+            return cast(_load_krasserm(path, meta, task).to(map_location).eval(), dtype, map_location)
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or "task" not in meta or "config" not in meta:
             raise ModelLoadError(f"{path / CONFIG_FILE} is not a perceiver model config")
         model = _build(meta["task"], meta["config"], path, task)
@@ -258,4 +262,6 @@ def load_model(path: Union[str, Path], task: str = None, map_location: str = "cp
         model_task, config_values, state = _load_ckpt(path)
         model = _build(model_task, config_values, path, task)
     _load_state(model, state, path)
-    return model.to(map_location).eval()
+    from perceiver.inference import cast
+
+    return cast(model.to(map_location).eval(), dtype, map_location)

@@ -82,7 +82,7 @@ class ImageAdapter(InputAdapter):
                 f"got {tuple(images.shape)}"
             )
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.to(self.mean.dtype)
-        x = (x - self.mean) / self.std
+        x = ((x - self.mean) / self.std).to(self.mean.dtype)  # uint8 images enter a bf16/fp16 model in its dtype
         x = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, HW, C)
         return SplitInput(x, self.position_features.to(x.dtype)), None  # (B, HW, C) + (HW, P), see SplitInput
 

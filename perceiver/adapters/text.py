@@ -75,5 +75,6 @@ class TextBytesAdapter(TokenAdapter):
         return self.rotary_embedding(positions) if self.rotary_embedding is not None else None
 
     def logits(self, hidden: Tensor) -> Tensor:
-        logits = hidden @ self.token_embedding.weight.T
+        """(B, M, C) -> (B, M, V) in the dtype of ``hidden`` (fp32 hidden states over bf16 weights give fp32)."""
+        logits = hidden @ self.token_embedding.weight.to(hidden.dtype).T
         return logits + self.output_bias if self.output_bias is not None else logits

@@ -20,6 +20,8 @@ def evaluate(
     max_batches: Optional[int] = typer.Option(None, "--max-batches", help="Evaluate at most this many batches."),
     sets: List[str] = typer.Option([], "--set", help="Data option as key=value (repeatable)."),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights in float32, bfloat16 or float16."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: int8 linear layers (CPU)."),
 ) -> None:
     """Print validation loss and task metrics (bits per byte and perplexity for [bold]clm[/])."""
     from rich.console import Console
@@ -35,7 +37,10 @@ def evaluate(
 
     check_device(device)
     dataset = registry.get("dataset", data)
-    lm = load_model(model, map_location=device)
+    from perceiver import inference
+
+    inference.check(dtype, quantize)
+    lm = inference.prepare(load_model(model, map_location=device), dtype, quantize, device)
     check_model_fits_data(lm, dataset)
     config_class = dataset.config_class()
     types = field_types(config_class)

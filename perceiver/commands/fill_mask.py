@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
@@ -15,6 +15,8 @@ def fill_mask(
     model: Path = typer.Option(..., "--model", "-m", help="mlm model directory, training output directory or .ckpt."),
     top_k: int = typer.Option(5, "--top-k", "-k", help="Number of candidates per text."),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights in float32, bfloat16 or float16."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: int8 linear layers (CPU)."),
 ) -> None:
     """Print the most likely fillings of each text's [bold][MASK][/] bytes, with their probabilities.
 
@@ -25,12 +27,14 @@ def fill_mask(
 
     if top_k < 1:
         raise typer.BadParameter(f"must be >= 1, got {top_k}", param_hint="--top-k")
+    from perceiver import inference
     from perceiver.checkpoint import load_model
     from perceiver.compatibility import check_model_reads
     from perceiver.devices import check_device
 
     check_device(device)
-    lm = load_model(model, task="mlm", map_location=device)
+    inference.check(dtype, quantize)
+    lm = inference.prepare(load_model(model, task="mlm", map_location=device), dtype, quantize, device)
     check_model_reads(lm, ("text",), "fill-mask")
     results = lm.fill_mask(texts, top_k=top_k)
     console = Console(highlight=False, soft_wrap=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import typer
 
@@ -73,6 +73,8 @@ def predict(
     model: Path = typer.Option(..., "--model", "-m", help="clf model directory, training output directory or .ckpt."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="Labels to print per input."),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights in float32, bfloat16 or float16."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: int8 linear layers (CPU)."),
 ) -> None:
     """Print the most likely labels of each input with their probabilities, one line per input.
 
@@ -91,8 +93,11 @@ def predict(
 
     if top_k < 1:
         raise typer.BadParameter(f"must be >= 1, got {top_k}", param_hint="--top-k")
+    from perceiver import inference
+
     check_device(device)
-    clf = load_model(model, task="clf", map_location=device)
+    inference.check(dtype, quantize)
+    clf = inference.prepare(load_model(model, task="clf", map_location=device), dtype, quantize, device)
     modality = check_model_reads(clf, ("text", "image"), "predict")
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     console = Console(highlight=False, soft_wrap=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -144,7 +144,12 @@ class CausalLanguageModel(nn.Module):
         pos = positions(pad_mask, batch_size, seq_len, device=input_ids.device)
         x = self.adapter.embed(input_ids, pos)
         hidden = self.perceiver_ar(x, prefix_len, pad_mask, self.adapter.rotary(pos))
-        return self.adapter.logits(self.out_norm(hidden))
+        return self._logits(hidden)
+
+    def _logits(self, hidden: Tensor) -> Tensor:
+        """(B, M, C) -> (B, M, V) logits, computed in fp32 (a no-op cast for fp32 weights or under autocast, which
+        runs the LayerNorm in fp32): with bf16/fp16 weights, sampling and losses still see fp32 logits."""
+        return self.adapter.logits(self.out_norm(hidden).float())
 
     # ---------------------------------------------------------------------------------------------------------
     #  Generation
@@ -161,14 +166,15 @@ class CausalLanguageModel(nn.Module):
         top_p: Optional[float] = None,
         temperature: float = 1.0,
         use_cache: bool = True,
-        generator: Optional[torch.Generator] = None,
+        generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
     ) -> Tensor:
         """Continue ``prompt`` (B, N), left-padded where ``pad_mask`` (B, N) is True; return new tokens (B, num_tokens).
 
         The first ``num_latents`` positions to predict from are the prompt's last tokens; every new token adds a
         latent until ``max_latents``, then the prefix grows until ``max_seq_len``, then the window slides: the
         layout the model was trained on. ``temperature=0`` decodes greedily. The KV cache (``use_cache``) gives
-        the same tokens as recomputing every step.
+        the same tokens as recomputing every step. ``generator``: one for the batch, or one per row (then a row's
+        tokens do not depend on the rows it is batched with, up to float rounding: padding changes no result).
         """
         steps = self.generate_stream(
             prompt, pad_mask, num_tokens, num_latents, top_k, top_p, temperature, use_cache, generator
@@ -189,7 +195,7 @@ class CausalLanguageModel(nn.Module):
         top_p: Optional[float] = None,
         temperature: float = 1.0,
         use_cache: bool = True,
-        generator: Optional[torch.Generator] = None,
+        generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
     ) -> Iterator[Tensor]:
         """Like :meth:`generate`, but yields each new token (B, 1) as soon as it is sampled."""
         config = self.config
@@ -226,7 +232,7 @@ class CausalLanguageModel(nn.Module):
             else:
                 x = self.adapter.embed(ids, pos)
                 hidden = self.perceiver_ar(x, ids.shape[1] - num_latents, pad, self.adapter.rotary(pos))
-            logits = self.adapter.logits(self.out_norm(hidden[:, -1]))
+            logits = self._logits(hidden[:, -1])
             next_ids = sample_next(logits, top_k, top_p, temperature, generator)
             yield next_ids
 

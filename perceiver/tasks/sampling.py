@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -22,12 +22,13 @@ def sample_next(
     top_k: Optional[int] = None,
     top_p: Optional[float] = None,
     temperature: float = 1.0,
-    generator: Optional[torch.Generator] = None,
+    generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
 ) -> Tensor:
     """Sample one token per row from ``logits`` (B, V) -> (B, 1).
 
     ``temperature == 0`` picks the most likely token (greedy). ``top_k`` keeps the k most likely tokens,
-    ``top_p`` the smallest set whose probability reaches p (nucleus sampling).
+    ``top_p`` the smallest set whose probability reaches p (nucleus sampling). ``generator`` is one generator for
+    the batch, or a sequence of B generators, one per row: then a row's tokens do not depend on the other rows.
     """
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
@@ -42,4 +43,8 @@ def sample_next(
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probs, num_samples=1, generator=generator)
+    if len(generator) != probs.shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {probs.shape[0]} rows")
+    return torch.cat([torch.multinomial(row[None], 1, generator=gen) for row, gen in zip(probs, generator)])
