@@ -117,3 +117,14 @@ def test_plain_means_exactly_a_plain_layer():
         assert not is_plain(layer)
     finally:
         handle.remove()
+
+
+def test_a_training_step_runs_under_a_dispatch_mode():
+    """Profilers and FLOP counters (``__torch_dispatch__`` modes) see every op; a tensor-subclass mask broke them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = MODELS["clm"]().train()
+    args, loss_of = inputs("clm")
+    with FlopCounterMode(display=False) as counter:
+        loss_of(model(*args)).backward()
+    assert counter.get_total_flops() > 0

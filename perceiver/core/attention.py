@@ -10,10 +10,9 @@ Mask convention
 
   - :func:`attend_mask` (Perceiver AR), for queries that are input positions themselves, adds the causal constraint
     when asked: a causal mask with fewer queries than keys is right-aligned (query ``i`` of ``Q`` sits at key
-    position ``K - Q + i``); without padding that is torch's ``causal_lower_right`` bias, which the fused SDPA
-    kernels (flash, memory-efficient) accept; a padding mask is a tensor, which rules the flash kernel out on GPUs
-    (the memory-efficient kernel takes it; on CPU the flash kernel takes it too). A padding query may attend to its
-    own position; its output is never used.
+    position ``K - Q + i``; a plain bool tensor: torch's ``causal_lower_right`` bias is a tensor subclass that
+    dispatch modes such as ``FlopCounterMode`` fail on). A padding query may attend to its own position; its output
+    is never used.
   - :func:`perceiver.core.encoder.key_mask` (Perceiver IO encoder), for latent queries over an input, is
     ``(B, 1, 1, N)``: a row whose input is all padding attends to all of its positions (finite, meaningless output).
 """
@@ -26,7 +25,6 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 from perceiver.core.linear import norm_linears, project
 from perceiver.core.split import SplitInput, norm_and_project
@@ -40,13 +38,10 @@ def attend_mask(
 ) -> Optional[Tensor]:
     """Build a ``True = may attend`` mask of shape ``(B or 1, 1, Q, K)`` from a key pad mask ``(B, K)``.
 
-    Returns ``None`` when nothing needs masking (no padding, not causal), and torch's ``causal_lower_right`` bias
-    (which SDPA's fused kernels take; :func:`mask_tensor` makes it a tensor) when the mask is causal only.
+    Returns ``None`` when nothing needs masking (no padding, not causal).
     """
     if pad_mask is None and not causal:
         return None
-    if pad_mask is None:
-        return causal_lower_right(num_queries, num_keys)
     device = pad_mask.device if pad_mask is not None else device
     query_pos = torch.arange(num_keys - num_queries, num_keys, device=device)[:, None]  # (Q, 1) key index of query
     key_pos = torch.arange(num_keys, device=device)[None, :]  # (1, K)
@@ -55,14 +50,6 @@ def attend_mask(
     if pad_mask is not None:
         keep = ~pad_mask[:, None, None, :]  # (B, 1, 1, K)
         mask = mask & (keep | (key_pos == query_pos))  # a padding query still sees itself
-    return mask
-
-
-def mask_tensor(mask, device=None) -> Optional[Tensor]:
-    """An ``attend_mask`` result as a bool tensor (for code that indexes it rather than passing it to SDPA)."""
-    if isinstance(mask, CausalBias):
-        query_pos = torch.arange(mask.seq_len_kv - mask.seq_len_q, mask.seq_len_kv, device=device)[:, None]
-        return (torch.arange(mask.seq_len_kv, device=device)[None, :] <= query_pos)[None, None]  # (1, 1, Q, K)
     return mask
 
 
@@ -246,7 +233,7 @@ class MultiHeadAttention(nn.Module):
         if dropout > 0 and not is_causal and q.device.type == "cpu":  # SDPA's CPU dropout path is a slow fallback
             from perceiver.core.attention_dropout import attention_with_dropout
 
-            out = attention_with_dropout(q, k, v, mask_tensor(attend_mask, q.device), dropout)
+            out = attention_with_dropout(q, k, v, attend_mask, dropout)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend_mask, dropout_p=dropout, is_causal=is_causal)
         out = out.transpose(1, 2).reshape(out.shape[0], x_q.shape[1], -1)  # (B, Q, H * Dv); x_q may be (1, Q, Cq)
