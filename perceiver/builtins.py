@@ -47,6 +47,7 @@ def register_tasks(register):
         lightning="perceiver.tasks.lightning:LitCausalLanguageModel",
         inputs=("tokens",),
         batches=("windows",),
+        subword_tokens=True,
     )
     register(
         "mlm",

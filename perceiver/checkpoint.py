@@ -40,9 +40,11 @@ def is_export(directory: Union[str, Path]) -> bool:
     return isinstance(meta, dict) and meta.get("format") == FORMAT
 
 
-def save_model(model: nn.Module, directory: Union[str, Path], task: str = None, overwrite: bool = False) -> Path:
+def save_model(model: nn.Module, directory: Union[str, Path], task: str = None, overwrite: bool = False,
+               tokenizer: Any = None) -> Path:
     """Export ``model`` (which has ``config`` and ``task``) to ``directory`` as ``config.json`` +
-    ``model.safetensors``.
+    ``model.safetensors``, and the files of its ``tokenizer`` unless that reads bytes
+    (:func:`perceiver.tokenizers.save_tokenizer`).
 
     The files are written into a new directory beside ``directory``, which then takes its place in one step: an
     interrupted export leaves the previous one intact. ``directory`` must be new or empty; replacing an earlier
@@ -62,14 +64,23 @@ def save_model(model: nn.Module, directory: Union[str, Path], task: str = None, 
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         follow_umask(tmp / WEIGHTS_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if tokenizer is not None:
+            from perceiver.tokenizers import save_tokenizer
+
+            save_tokenizer(tokenizer, tmp)
 
     return replace_directory(directory, write, own=export_files(directory), overwrite=overwrite)
 
 
 def export_files(directory: Union[str, Path]) -> list:
-    """The files of an earlier export in ``directory`` (none unless it is an export)."""
+    """The files of an earlier export in ``directory`` (none unless it is an export): its config, weights and
+    tokenizer files."""
+    from perceiver.tokenizers import TOKENIZER_FILES
+
     directory = Path(directory)
-    return [name for name in EXPORT_FILES if (directory / name).exists()] if is_export(directory) else []
+    if not is_export(directory):
+        return []
+    return [name for name in EXPORT_FILES + TOKENIZER_FILES if (directory / name).exists()]
 
 
 def check_export_target(directory: Union[str, Path], overwrite: bool = False) -> None:

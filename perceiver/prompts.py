@@ -79,6 +79,7 @@ def complete(
     seed: Optional[int] = None,
     device: str = "cpu",
     on_truncate=None,
+    tokenizer=None,
     **sampling,
 ) -> Iterator[Dict[str, object]]:
     """Yield ``{"prompt", "completion", "num_tokens"}`` for every prompt, in order, decoding ``batch_size`` prompts
@@ -87,7 +88,8 @@ def complete(
 
     :param sampling: ``top_k``, ``top_p``, ``temperature``, ``use_cache`` of ``CausalLanguageModel.generate``
     :param on_truncate: called with the 0-based indices of prompts longer than ``max_seq_len`` (their last
-        ``max_seq_len`` bytes are kept)
+        ``max_seq_len`` tokens are kept)
+    :param tokenizer: the model's tokenizer (:func:`perceiver.tokenizers.load_tokenizer`; default: bytes)
     """
     import torch
 
@@ -95,7 +97,7 @@ def complete(
 
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    preprocessor = TextPreprocessor(max_seq_len=model.config.max_seq_len)
+    preprocessor = TextPreprocessor(max_seq_len=model.config.max_seq_len, tokenizer=tokenizer)
     num_latents = model.config.max_latents if num_latents is None else num_latents
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]

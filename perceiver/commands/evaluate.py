@@ -52,6 +52,11 @@ def evaluate(
     for key in types:  # sizes the model was trained with
         if key not in values and hasattr(lm.config, key):
             values[key] = getattr(lm.config, key)
+    from perceiver.tokenizers import is_bytes, model_tokenizer
+
+    tokenizer = model_tokenizer(model, lm, "eval")
+    if "tokenizer" in types and values.get("tokenizer") is None and not is_bytes(tokenizer):
+        values["tokenizer"] = str(model)  # the data is read with the model's own tokenizer
     datamodule = dataset.load()(dataset.build_config(**{k: v for k, v in values.items() if k in types}))
     _check_model_facts(dataset.load(), datamodule.config, lm, data)
     datamodule.setup("validate")

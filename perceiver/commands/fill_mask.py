@@ -36,6 +36,9 @@ def fill_mask(
     inference.check(dtype, quantize)
     lm = inference.prepare(load_model(model, task="mlm", map_location=device), dtype, quantize, device)
     check_model_reads(lm, ("text",), "fill-mask")
+    from perceiver.tokenizers import model_tokenizer
+
+    model_tokenizer(model, lm, "fill-mask", bytes_only=True)
     results = lm.fill_mask(texts, top_k=top_k)
     console = Console(highlight=False, soft_wrap=True)
     for text, candidates in zip(texts, results):

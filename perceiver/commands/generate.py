@@ -27,7 +27,9 @@ def generate(
         None, "--output", "-o", help="Write the JSON lines of --prompts-file to this new file (default: stdout)."
     ),
     force: bool = typer.Option(False, "--force", help="Let --output replace an existing file."),
-    num_tokens: int = typer.Option(256, "--num-tokens", "-n", help="Number of bytes to generate."),
+    num_tokens: int = typer.Option(
+        256, "--num-tokens", "-n", help="Number of tokens (bytes for byte models) to generate."
+    ),
     num_latents: Optional[int] = typer.Option(
         None, "--num-latents",
         help="Latent positions to start with (1..max_latents). Default: every prompt byte up to max_latents, the "
@@ -74,6 +76,9 @@ def generate(
         prompts = read_prompts(prompts_file)
     lm = inference.prepare(load_model(model, task="clm", map_location=device), dtype, quantize, device)
     check_model_reads(lm, ("text",), "generate")
+    from perceiver.tokenizers import model_tokenizer
+
+    tokenizer = model_tokenizer(model, lm, "generate")
     max_latents, max_seq_len = lm.config.max_latents, lm.config.max_seq_len
     if num_latents is None:
         num_latents = max_latents  # generate() keeps it to the prompt's length
@@ -82,11 +87,11 @@ def generate(
                                  param_hint="--num-latents")
     if prompts is not None:
         return _complete_file(lm, prompts, output, batch_size, num_tokens, num_latents, seed, device, err,
-                              top_k=top_k, top_p=top_p, temperature=temperature, use_cache=cache)
-    preprocessor = TextPreprocessor(max_seq_len=max_seq_len)
+                              tokenizer=tokenizer, top_k=top_k, top_p=top_p, temperature=temperature, use_cache=cache)
+    preprocessor = TextPreprocessor(max_seq_len=max_seq_len, tokenizer=tokenizer)
     input_ids, pad_mask = preprocessor.preprocess_batch([prompt])
     if preprocessor.truncated:
-        err.print(f"[yellow]warning:[/] the prompt is longer than max_seq_len; keeping its last {max_seq_len} bytes")
+        err.print(f"[yellow]warning:[/] the prompt is longer than max_seq_len; keeping its last {max_seq_len} tokens")
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     decode = preprocessor.tokenizer.stream_decoder()
     steps = lm.generate_stream(
@@ -112,7 +117,7 @@ def _complete_file(lm, prompts, output, batch_size, num_tokens, num_latents, see
     def warn(indices):
         lines = ", ".join(str(i + 1) for i in indices)
         err.print(f"[yellow]warning:[/] prompts {lines} are longer than max_seq_len; keeping their last "
-                  f"{lm.config.max_seq_len} bytes")
+                  f"{lm.config.max_seq_len} tokens")
 
     records = complete(lm, prompts, batch_size, num_tokens, num_latents, seed, device, on_truncate=warn, **sampling)
     if output is None:

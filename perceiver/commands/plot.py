@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 
 import typer
 
-EXTRA_METRICS = ("bpb", "accuracy")
+EXTRA_METRICS = ("bpb", "bits_per_token", "accuracy")
 """Validation metrics that get their own panel when a run logged them (``val_bpb``, ``val_accuracy``)."""
 MARK = "perceiver plot"
 """PNG text chunk ``Software`` of the files this command writes: only such a file is replaced without --output."""
@@ -86,7 +86,8 @@ def draw(runs: Dict[str, Curves], path: Path) -> List[str]:
                     steps, values = zip(*points)
                     ax.plot(steps, values, color=color, label=f"{label} {split}", markersize=3, **style)
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel({"loss": "loss (nats)", "bpb": "bits per byte", "accuracy": "accuracy"}[metric])
+        ax.set_ylabel({"loss": "loss (nats)", "bpb": "bits per byte", "bits_per_token": "bits per token",
+                       "accuracy": "accuracy"}[metric])
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     from perceiver.files import atomic_write_file

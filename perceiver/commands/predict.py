@@ -112,6 +112,9 @@ def predict(
             console.print(f"{escape(shown)}: {ranked}")
 
     if modality == "text":
+        from perceiver.tokenizers import model_tokenizer
+
+        model_tokenizer(model, clf, "predict", bytes_only=True)
         show(list(inputs), clf.predict_proba(list(inputs)))
         return
     files = image_files(list(inputs))

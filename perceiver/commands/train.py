@@ -130,6 +130,19 @@ def _fixed_parameters() -> List[inspect.Parameter]:
             ],
         ),
         param(
+            "data__tokenizer",
+            Annotated[
+                Optional[str],
+                typer.Option(
+                    "--tokenizer",
+                    metavar="NAME_OR_PATH",
+                    help="Subword tokenizer for the text (clm): a transformers tokenizer directory, a model that "
+                    "saved one, or a Hub repo id (default: UTF-8 bytes).",
+                    rich_help_panel="Data",
+                ),
+            ],
+        ),
+        param(
             "data__batch_size",
             Annotated[
                 Optional[str],
@@ -150,7 +163,7 @@ def _fixed_parameters() -> List[inspect.Parameter]:
 
 FIXED_FLAGS = {
     "data": "--data", "adapter": "--adapter", "data__data_path": "--data-path", "data__batch_size": "--batch-size",
-    "data__num_workers": "--num-workers",
+    "data__num_workers": "--num-workers", "data__tokenizer": "--tokenizer",
 }
 """Parameter name -> flag of the fixed options that set a plan value (named in errors on resume)."""
 
@@ -193,7 +206,7 @@ def make_train_command(task: str) -> Callable[..., None]:
     fixed = _fixed_parameters()
     taken = {
         "--data", "--adapter", "--model", "--config", "--set",
-        "--resume", "--allow-change", "--data-path", "--batch-size", "--num-workers",
+        "--resume", "--allow-change", "--data-path", "--tokenizer", "--batch-size", "--num-workers",
     }
     generated = (
         _generated_parameters("model", entry.config_class(), f"Model ({task})", taken)

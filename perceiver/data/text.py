@@ -1,11 +1,13 @@
-"""Byte-level text data modules: WikiText, an offline Wikipedia corpus, and your own files.
+"""Text data modules: WikiText, an offline Wikipedia corpus, and your own files.
 
-Each module reads its source once into a cached byte corpus (:mod:`perceiver.data.corpus`); subclasses only say
-where the documents come from (``documents(split)``) and what identifies them (``cache_facts()``).
+Each module reads its source once into a cached corpus (:mod:`perceiver.data.corpus`) of UTF-8 bytes, or of the
+token ids of a subword tokenizer (``tokenizer``); subclasses only say where the documents come from
+(``documents(split)``) and what identifies them (``cache_facts()``).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -23,11 +25,12 @@ from perceiver.data.corpus import (
     cache_key,
     cache_root,
     collate_windows,
+    id_offset,
     open_split,
     prepare_corpus,
 )
 from perceiver.data.distributed import evaluation_loader, run_position, training_loader
-from perceiver.data.tokenizer import VOCAB_SIZE
+from perceiver.data.tokenizer import VOCAB_SIZE, ByteTokenizer
 from perceiver.options import check_ranges
 
 
@@ -51,6 +54,9 @@ class TextDataConfig:
     """Data loader worker processes (0: load in the training process)."""
     seed: int = 0
     """Seed of the random training windows (default: the trainer's seed)."""
+    tokenizer: Optional[str] = None
+    """Subword tokenizer to tokenize the text with: a transformers tokenizer directory, a model that saved one, or a
+    Hub repo id (clm only; default: UTF-8 bytes)."""
 
     def __post_init__(self):
         check_ranges(
@@ -61,7 +67,8 @@ class TextDataConfig:
 
 
 class ByteCorpusDataModule(pl.LightningDataModule):
-    """Base of the byte-level text data modules. Batches are ``(labels, input_ids, pad_mask)``."""
+    """Base of the text data modules (bytes, or the ids of ``config.tokenizer``). Batches are
+    ``(labels, input_ids, pad_mask)``."""
 
     name = "corpus"
     vocab_size = VOCAB_SIZE
@@ -78,6 +85,17 @@ class ByteCorpusDataModule(pl.LightningDataModule):
     def max_seq_len(self) -> int:
         return self.config.max_seq_len
 
+    @property
+    def tokenizer(self):
+        """The tokenizer of ``config.tokenizer`` (the byte tokenizer when none is named)."""
+        return _tokenizer(self.config.tokenizer)
+
+    @classmethod
+    def model_facts(cls, config: TextDataConfig) -> Dict[str, Any]:
+        """A subword tokenizer decides the model's vocabulary."""
+        tokenizer = _tokenizer(config.tokenizer)
+        return {} if isinstance(tokenizer, ByteTokenizer) else {"vocab_size": tokenizer.vocab_size}
+
     # -- what subclasses provide --------------------------------------------------------------------------------
     def documents(self, split: str) -> Iterable[str]:
         raise NotImplementedError
@@ -88,13 +106,17 @@ class ByteCorpusDataModule(pl.LightningDataModule):
     # -- Lightning hooks ------------------------------------------------------------------------------------------
     @property
     def corpus_dir(self) -> Path:
-        return cache_root(self.config.cache_dir) / cache_key(self.name, **self.cache_facts())
+        facts = self.cache_facts()
+        if not isinstance(self.tokenizer, ByteTokenizer):  # byte corpora keep the keys they always had
+            facts["tokenizer"] = self.tokenizer.fingerprint()
+        return cache_root(self.config.cache_dir) / cache_key(self.name, **facts)
 
     def prepare_data(self) -> None:
         prepare_corpus(
             self.corpus_dir,
             {"train": lambda: self.documents("train"), "val": lambda: self.documents("val")},
             description=self.name,
+            tokenizer=self.tokenizer,
         )
 
     def setup(self, stage: Optional[str] = None) -> None:
@@ -102,14 +124,16 @@ class ByteCorpusDataModule(pl.LightningDataModule):
             return
         self.prepare_data()  # no-op when prepared; needed when setup() is called without prepare_data()
         cfg = self.config
+        offset = id_offset(self.corpus_dir)
         self.train_set = RandomWindowDataset(
             open_split(self.corpus_dir, "train"),
             cfg.max_seq_len,
             min_seq_len=cfg.min_seq_len,
             truncation_prob=cfg.random_train_truncation,
             seed=cfg.seed,
+            id_offset=offset,
         )
-        self.val_set = FixedWindowDataset(open_split(self.corpus_dir, "val"), cfg.max_seq_len)
+        self.val_set = FixedWindowDataset(open_split(self.corpus_dir, "val"), cfg.max_seq_len, id_offset=offset)
 
     def train_dataloader(self) -> DataLoader:
         """Fresh random windows; each rank of a distributed run reads different ones, and a resumed run reads what it
@@ -123,6 +147,18 @@ class ByteCorpusDataModule(pl.LightningDataModule):
         """Every validation window once, split evenly between the ranks of a distributed run."""
         self.setup()
         return evaluation_loader(self.val_set, self.config.batch_size, collate_windows, self.config.num_workers)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(name_or_path: Optional[str]):
+    if not name_or_path:
+        return ByteTokenizer()
+    from perceiver.tokenizers import TokenizerError, open_tokenizer
+
+    try:
+        return open_tokenizer(name_or_path)
+    except TokenizerError as error:
+        raise DataError(f"--tokenizer: {error}") from None
 
 
 def _held_out(index: int, val_fraction: float) -> bool:

@@ -57,7 +57,9 @@ class StreamDecoder:
 class TextPreprocessor:
     """Texts -> left-padded ``(input_ids (B, N), pad_mask (B, N))`` tensors for Perceiver AR.
 
-    Texts longer than ``max_seq_len`` bytes keep their last ``max_seq_len`` bytes; ``truncated`` lists which.
+    Texts longer than ``max_seq_len`` tokens keep their last ``max_seq_len`` tokens; ``truncated`` lists which.
+    ``tokenizer``: the byte tokenizer (default) or anything with its interface
+    (:class:`perceiver.tokenizers.SubwordTokenizer`); padding uses id ``PAD_ID`` under the pad mask.
     """
 
     def __init__(self, max_seq_len: int, padding_side: str = "left", tokenizer: Optional[ByteTokenizer] = None):

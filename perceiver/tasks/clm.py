@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from perceiver import registry
 from perceiver.core.perceiver_ar import PerceiverAR, PerceiverARConfig
 from perceiver.core.position import positions
+from perceiver.data.tokenizer import VOCAB_SIZE
 from perceiver.options import check_ranges
 from perceiver.tasks.base import ConfigError, init_parameters, lightning_module_getattr
 from perceiver.tasks.sampling import sample_next, validate_sampling
@@ -249,13 +250,15 @@ class CausalLanguageModel(nn.Module):
 
 def batch_metrics(model: CausalLanguageModel, batch) -> Dict[str, Tensor]:
     """Loss and bits per byte of a batch ``(labels, input_ids, pad_mask)``; labels are -100 where no prediction is
-    wanted. Cross-entropy on the latent positions, which are the last ``min(max_latents, N)`` ones."""
+    wanted. Cross-entropy on the latent positions, which are the last ``min(max_latents, N)`` ones. A model whose
+    vocabulary is not the byte tokenizer's reads subword tokens: its bits are per token (``bits_per_token``)."""
     labels, input_ids, pad_mask = batch
     num_latents = min(model.config.max_latents, input_ids.shape[1])
     logits = model(input_ids, prefix_len=input_ids.shape[1] - num_latents, pad_mask=pad_mask)
     labels = labels[:, -num_latents:]
     loss = F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=-100)
-    return {"loss": loss, "bpb": loss / math.log(2), "count": (labels != -100).sum()}
+    bits = "bpb" if model.config.vocab_size == VOCAB_SIZE else "bits_per_token"
+    return {"loss": loss, bits: loss / math.log(2), "count": (labels != -100).sum()}
 
 
 # the Lightning module lives apart, so that importing the model does not import Lightning

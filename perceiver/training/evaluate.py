@@ -21,7 +21,7 @@ def evaluate(
 ) -> Dict[str, float]:
     """Metrics of ``model`` over ``batches``, each weighted by the number of predictions in its batch.
 
-    Adds ``perplexity`` = exp(loss) for language-model tasks (per byte for byte-level models).
+    Adds ``perplexity`` = exp(loss) for causal language models (per byte for byte-level models, else per token).
     """
     lit_class = registry.resolve(registry.get("task", task).metadata["lightning"])
     model = model.to(device).eval()
@@ -45,7 +45,7 @@ def evaluate(
     if count == 0:
         raise ValueError("the validation data produced no predictions")
     metrics = {key: value / count for key, value in totals.items()}
-    if "bpb" in metrics:
+    if "bpb" in metrics or "bits_per_token" in metrics:
         metrics["perplexity"] = math.exp(metrics["loss"])
     metrics["predictions"] = count
     return metrics

@@ -48,7 +48,7 @@ def checkpoint_dir(output_dir) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-RUN_ENTRIES = ("checkpoints", "logs", "model", "curves.png", RUN_FILE)
+RUN_ENTRIES = ("checkpoints", "logs", "model", "curves.png", "tokenizer", RUN_FILE)
 """What a training run writes into its output directory; a directory holding anything else is not a run."""
 
 
@@ -284,7 +284,8 @@ def fit(plan: TrainPlan, callbacks: Optional[Sequence[pl.Callback]] = None) -> D
         trainer.save_checkpoint(last, weights_only=False)  # every rank takes part (FSDP gathers); rank 0 writes
         export_dir = Path(cfg.output_dir) / "model"
         if trainer.is_global_zero:  # from the checkpoint: full weights even when the live model is sharded
-            save_model(load_model(last), export_dir, task=plan.task, overwrite=True)  # the run's own export
+            save_model(load_model(last), export_dir, task=plan.task, overwrite=True,  # the run's own export
+                       tokenizer=getattr(datamodule, "tokenizer", None))
     finally:
         stop.restore()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}

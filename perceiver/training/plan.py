@@ -253,7 +253,6 @@ def plan_training(
     model_values["adapter_options"] = adapter_options
     model_values = with_model_facts(model_values, classes["model"], dataset_entry, merged["data"])
     model_config = _configured("model", classes["model"], lambda: task_entry.build_config(**model_values))
-    _check_vocab_size(dataset_entry, model_config)
     _check_adapter_options(adapter_entry, classes["adapter"], model_config)
     trainer_config = _configured("trainer", TrainerConfig, lambda: TrainerConfig(**merged["trainer"]))
     optimizer_config = _configured("optimizer", OptimizerConfig, lambda: OptimizerConfig(**merged["optimizer"]))
@@ -268,6 +267,10 @@ def plan_training(
     if "seed" in data_fields and "seed" not in data_values:
         data_values["seed"] = trainer_config.seed
     data_config = _configured("data", classes["data"], lambda: dataset_entry.build_config(**data_values))
+    if getattr(data_config, "tokenizer", None) and not task_entry.metadata.get("subword_tokens"):
+        raise PlanError(f"task {task!r} reads bytes: --tokenizer (data.tokenizer) is for tasks that read subword "
+                        "tokens (clm)")
+    _check_vocab_size(dataset_entry, model_config, data_config)
     plan = TrainPlan(task, dataset, adapter, model_config, data_config, optimizer_config, trainer_config, resume)
     if optimizer_config.warmup_steps >= trainer_config.max_steps:
         plan.notes.append(
@@ -325,12 +328,17 @@ def _check_adapter_options(adapter_entry, adapter_class: Optional[type], model_c
         pass
 
 
-def _check_vocab_size(dataset_entry, model_config: Any) -> None:
-    """A token data set's ids must fit the model's vocabulary (``vocab_size`` of the data module, if it has one)."""
+def _check_vocab_size(dataset_entry, model_config: Any, data_config: Any = None) -> None:
+    """A token data set's ids must fit the model's vocabulary: ``vocab_size`` of the data module's
+    ``model_facts(data_config)`` (e.g. its tokenizer's), else of the data module class, if it has one."""
     try:
-        needed = getattr(dataset_entry.load(), "vocab_size", None)
+        module = dataset_entry.load()
     except registry.RegistryError:
         return
+    needed = getattr(module, "vocab_size", None)
+    facts = getattr(module, "model_facts", None)
+    if callable(facts) and data_config is not None:
+        needed = facts(data_config).get("vocab_size", needed)
     have = getattr(model_config, "vocab_size", None)
     if isinstance(needed, int) and isinstance(have, int) and have < needed:
         raise PlanError(

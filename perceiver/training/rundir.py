@@ -19,7 +19,8 @@ from perceiver.training.plan import TrainPlan, write_run_file
 
 
 class RecordRun(pl.Callback):
-    """Writes the plan to ``output_dir/run.yaml`` when training starts (rank 0); ``stepped`` turns True when the
+    """Writes the plan to ``output_dir/run.yaml`` and a subword tokenizer to ``output_dir/tokenizer/`` when training
+    starts (rank 0); ``stepped`` turns True when the
     first training batch is done."""
 
     def __init__(self, plan: TrainPlan):
@@ -29,6 +30,9 @@ class RecordRun(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             write_run_file(self.plan)
+            from perceiver.tokenizers import save_run_tokenizer
+
+            save_run_tokenizer(getattr(trainer.datamodule, "tokenizer", None), self.plan.trainer_config.output_dir)
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
         self.stepped = True
