@@ -8,9 +8,10 @@ import torch
 from perceiver import registry
 from perceiver.adapters.image import ImageAdapter, ImageAdapterConfig
 from perceiver.checkpoint import ModelLoadError, load_model, save_model
-from perceiver.tasks.base import ConfigError
-from perceiver.tasks.clf import Classifier, ClassifierConfig, LitClassifier, init_encoder_from
+from perceiver.config_checks import ConfigError
+from perceiver.tasks.clf import Classifier, ClassifierConfig, init_encoder_from
 from perceiver.tasks.mlm import MaskedLanguageModel, MaskedLanguageModelConfig
+from perceiver.training.lightning_module import LitClassifier
 
 
 def tiny(**overrides):

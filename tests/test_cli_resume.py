@@ -242,7 +242,7 @@ def test_a_warmup_as_long_as_the_run_is_a_one_line_warning(capsys, tmp_path, tex
 @pytest.mark.parametrize("failing_step, kept", [(0, False), (1, True)])
 def test_a_run_that_fails_before_its_first_step_leaves_no_directory(capsys, tmp_path, text_file, cache_dir,
                                                                     monkeypatch, failing_step, kept):
-    from perceiver.tasks.lightning import LitCausalLanguageModel
+    from perceiver.training.lightning_module import LitCausalLanguageModel
 
     step = LitCausalLanguageModel.training_step
 

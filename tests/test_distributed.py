@@ -310,7 +310,7 @@ def _fsdp_worker(rank: int, world_size: int, port: int) -> None:
 
         # FSDP flattens the parameters before Lightning calls configure_optimizers: weight decay must still find
         # the matrices
-        from perceiver.tasks.clm import LitCausalLanguageModel
+        from perceiver.training.lightning_module import LitCausalLanguageModel
 
         lit = LitCausalLanguageModel(config, {"schedule": "constant"})
         lit.model = FSDP(lit.model, auto_wrap_policy=fsdp_wrap_policy(), use_orig_params=True,

@@ -122,7 +122,7 @@ def test_a_signal_saves_the_step_and_the_continued_run_matches_an_uninterrupted_
 
 
 def test_a_signal_during_a_checkpoint_write_takes_effect_after_the_rename(tmp_path, monkeypatch):
-    from perceiver.training import lightning
+    from perceiver.training import checkpoint_io
 
     real_save = torch.save
 
@@ -133,9 +133,9 @@ def test_a_signal_during_a_checkpoint_write_takes_effect_after_the_rename(tmp_pa
 
     path = tmp_path / "last.ckpt"
     path.write_bytes(b"the previous checkpoint")
-    monkeypatch.setattr(lightning.torch, "save", save_and_get_interrupted)
+    monkeypatch.setattr(checkpoint_io.torch, "save", save_and_get_interrupted)
     with pytest.raises(KeyboardInterrupt):
-        lightning.AtomicCheckpointIO().save_checkpoint({"global_step": 7}, path)
+        checkpoint_io.AtomicCheckpointIO().save_checkpoint({"global_step": 7}, path)
     assert torch.load(path, weights_only=True) == {"global_step": 7}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

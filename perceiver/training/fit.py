@@ -27,8 +27,9 @@ import torch
 from perceiver import registry
 from perceiver.checkpoint import load_model, save_model
 from perceiver.training.callbacks import LoggedStepsFollowGlobalStep, SeedEveryStep, StopOnSignal
+from perceiver.training.checkpoint_io import AtomicCheckpointIO
 from perceiver.training.config import PRECISIONS, TrainerConfig
-from perceiver.training.lightning import AtomicCheckpointIO, LitTask
+from perceiver.training.lightning_module import LitTask
 from perceiver.training.logs import run_logger
 from perceiver.training.plan import RUN_FILE, PlanError, TrainPlan, changed_model_fields
 from perceiver.training.signals import TrainingInterrupted
