@@ -10,7 +10,7 @@ import torch
 
 from perceiver.checkpoint import load_model
 from perceiver.data.tokenizer import TextPreprocessor
-from perceiver.tasks.clm import LitCausalLanguageModel
+from perceiver.training.lightning_module import LitCausalLanguageModel
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ import pytorch_lightning as pl
 from torch.optim import Adam
 
 from perceiver import registry
-from perceiver.tasks.clm import CausalLanguageModelConfig, LitCausalLanguageModel
+from perceiver.tasks.clm import CausalLanguageModelConfig
+from perceiver.training.lightning_module import LitCausalLanguageModel
 from perceiver.training.schedules import CosineWithWarmupLR
 
 

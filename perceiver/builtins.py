@@ -44,7 +44,7 @@ def register_tasks(register):
         "perceiver.tasks.clm:CausalLanguageModel",
         config="perceiver.tasks.clm:CausalLanguageModelConfig",
         description="Causal language modeling with Perceiver AR",
-        lightning="perceiver.tasks.lightning:LitCausalLanguageModel",
+        lightning="perceiver.training.lightning_module:LitCausalLanguageModel",
         inputs=("tokens",),
         batches=("windows",),
         subword_tokens=True,
@@ -54,7 +54,7 @@ def register_tasks(register):
         "perceiver.tasks.mlm:MaskedLanguageModel",
         config="perceiver.tasks.mlm:MaskedLanguageModelConfig",
         description="Masked language modeling with Perceiver IO (byte level, 80/10/10 masking)",
-        lightning="perceiver.tasks.lightning:LitMaskedLanguageModel",
+        lightning="perceiver.training.lightning_module:LitMaskedLanguageModel",
         inputs=("tokens",),
         batches=("windows", "labelled"),
     )
@@ -63,7 +63,7 @@ def register_tasks(register):
         "perceiver.tasks.clf:Classifier",
         config="perceiver.tasks.clf:ClassifierConfig",
         description="Classification of text or images with Perceiver IO",
-        lightning="perceiver.tasks.lightning:LitClassifier",
+        lightning="perceiver.training.lightning_module:LitClassifier",
         inputs=("tokens", "image"),
         batches=("labelled",),
     )

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from perceiver import registry
-from perceiver.options import field_default, field_types, parse_value
+from perceiver.config_fields import field_default, field_types, parse_value
 
 FORMAT = "perceiver"
 CONFIG_FILE = "config.json"

@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from perceiver.cli import main
+from cli_runner import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "clm-tiny", "--batch-size", "4", "--val-check-interval", "5", "--limit-val-batches", "2",
@@ -21,17 +20,6 @@ def run(*args, env=None, check=True):
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
-
-
-def cli(capsys, *args):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit:
-        code = exit.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

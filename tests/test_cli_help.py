@@ -9,7 +9,7 @@ import typer
 
 from perceiver import registry
 from perceiver.cli import create_app, main
-from perceiver.options import field_default, field_docs, field_types
+from perceiver.config_fields import field_default, field_docs, field_types
 from perceiver.training.plan import ADAPTER_SHARED
 
 TASKS = [entry.name for entry in registry.list("task")]

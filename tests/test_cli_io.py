@@ -2,22 +2,12 @@
 and on text (from an mlm encoder) + eval + predict; and bad input, each a one-line error."""
 
 import pytest
+from cli_runner import cli
 
 from perceiver.cli import main
 
 FAST = ["--batch-size", "8", "--val-check-interval", "4", "--limit-val-batches", "2", "--max-steps", "4",
         "--no-progress", "--warmup-steps", "1"]
-
-
-def cli(capsys, *args):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit:
-        code = exit.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def ok(capsys, *args):

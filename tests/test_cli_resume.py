@@ -13,23 +13,12 @@ import shutil
 import pytest
 import torch
 import yaml
+from cli_runner import cli
 
 from perceiver.cli import main
 
 TINY = ["--model", "clm-tiny", "--batch-size", "2", "--val-check-interval", "2", "--limit-val-batches", "1",
         "--no-progress", "--warmup-steps", "1", "--lr", "0.003"]
-
-
-def cli(capsys, *args):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit:
-        code = exit.code or 0
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
 
 
 def one_error_line(code, err, *fragments):
@@ -242,7 +231,7 @@ def test_a_warmup_as_long_as_the_run_is_a_one_line_warning(capsys, tmp_path, tex
 @pytest.mark.parametrize("failing_step, kept", [(0, False), (1, True)])
 def test_a_run_that_fails_before_its_first_step_leaves_no_directory(capsys, tmp_path, text_file, cache_dir,
                                                                     monkeypatch, failing_step, kept):
-    from perceiver.tasks.lightning import LitCausalLanguageModel
+    from perceiver.training.lightning_module import LitCausalLanguageModel
 
     step = LitCausalLanguageModel.training_step
 

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from perceiver.checkpoint import ModelLoadError, load_model, save_model
 from perceiver.data.corpus import collate_windows
 from perceiver.data.tokenizer import ByteTokenizer
-from perceiver.tasks.clm import CausalLanguageModel, CausalLanguageModelConfig, LitCausalLanguageModel
+from perceiver.tasks.clm import CausalLanguageModel, CausalLanguageModelConfig
+from perceiver.training.lightning_module import LitCausalLanguageModel
 
 TEXT = "Perceiver AR reads a long prefix and predicts its latents. "
 
@@ -106,7 +107,7 @@ def test_loading_reports_missing_corrupt_and_mismatched_models(tmp_path):
 
 
 def test_checkpoint_write_that_fails_midway_leaves_the_previous_checkpoint(tmp_path):
-    from perceiver.training.lightning import AtomicCheckpointIO
+    from perceiver.training.checkpoint_io import AtomicCheckpointIO
 
     class Unsavable:
         def __reduce__(self):

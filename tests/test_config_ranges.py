@@ -6,6 +6,7 @@ import pytest
 
 from perceiver.adapters.image import ImageAdapterConfig
 from perceiver.adapters.text import TextAdapterConfig
+from perceiver.config_checks import check_ranges
 from perceiver.core.attention import AttentionConfig
 from perceiver.core.decoder import PerceiverDecoderConfig
 from perceiver.core.encoder import PerceiverEncoderConfig
@@ -13,7 +14,6 @@ from perceiver.core.perceiver_ar import PerceiverARConfig
 from perceiver.data.image import ImageDataConfig
 from perceiver.data.text import TextDataConfig
 from perceiver.data.textclf import TextClassificationDataConfig
-from perceiver.options import check_ranges
 from perceiver.tasks.clf import ClassifierConfig
 from perceiver.tasks.clm import CausalLanguageModelConfig
 from perceiver.tasks.mlm import MaskedLanguageModelConfig

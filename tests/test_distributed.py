@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runner import cli
 
-from perceiver.cli import main
 from perceiver.data.corpus import RandomWindowDataset, collate_windows
 from perceiver.data.distributed import EvenBatchSampler, FreshItemSampler, even_batches, training_loader
 
@@ -37,16 +37,6 @@ def run(args, env, check=True):
 
 def perceiver(*args, env, check=True):
     return run([sys.executable, "-m", "perceiver.cli", *args], env, check)
-
-
-def cli(capsys, *args):
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit:
-        code = exit.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +300,7 @@ def _fsdp_worker(rank: int, world_size: int, port: int) -> None:
 
         # FSDP flattens the parameters before Lightning calls configure_optimizers: weight decay must still find
         # the matrices
-        from perceiver.tasks.clm import LitCausalLanguageModel
+        from perceiver.training.lightning_module import LitCausalLanguageModel
 
         lit = LitCausalLanguageModel(config, {"schedule": "constant"})
         lit.model = FSDP(lit.model, auto_wrap_policy=fsdp_wrap_policy(), use_orig_params=True,

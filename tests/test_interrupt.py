@@ -122,7 +122,7 @@ def test_a_signal_saves_the_step_and_the_continued_run_matches_an_uninterrupted_
 
 
 def test_a_signal_during_a_checkpoint_write_takes_effect_after_the_rename(tmp_path, monkeypatch):
-    from perceiver.training import lightning
+    from perceiver.training import checkpoint_io
 
     real_save = torch.save
 
@@ -133,9 +133,9 @@ def test_a_signal_during_a_checkpoint_write_takes_effect_after_the_rename(tmp_pa
 
     path = tmp_path / "last.ckpt"
     path.write_bytes(b"the previous checkpoint")
-    monkeypatch.setattr(lightning.torch, "save", save_and_get_interrupted)
+    monkeypatch.setattr(checkpoint_io.torch, "save", save_and_get_interrupted)
     with pytest.raises(KeyboardInterrupt):
-        lightning.AtomicCheckpointIO().save_checkpoint({"global_step": 7}, path)
+        checkpoint_io.AtomicCheckpointIO().save_checkpoint({"global_step": 7}, path)
     assert torch.load(path, weights_only=True) == {"global_step": 7}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -199,3 +199,45 @@ def test_the_stop_waits_for_the_end_of_an_accumulation_and_for_a_validation_that
     assert stopped is not None and stopped.step == 11 and stopped.signum == signal.SIGTERM
     stop._handle(signal.SIGINT, None)  # a second signal while stopping changes nothing
     assert stop.signum == signal.SIGTERM and stop.phase == "stopping"
+
+
+def test_time_based_checkpoints_wait_for_the_end_of_an_accumulation(tmp_path, monkeypatch):
+    """With 2 batches per optimizer step, a checkpoint due by time may only be written after a batch that stepped
+    (a save mid-accumulation would resume past gradients it does not hold). The checkpoint's clock advances one
+    second per reading (one reading per batch) and the interval is 3 s, so the time comes due mid-accumulation."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.callbacks import model_checkpoint
+
+    from perceiver.training.callbacks import StepCheckpoint
+
+    readings = iter(range(1000))
+    monkeypatch.setattr(model_checkpoint, "time", SimpleNamespace(monotonic=lambda: float(next(readings))))
+    saves = []
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def on_save_checkpoint(self, checkpoint):
+            saves.append((self.trainer.fit_loop.total_batch_idx, self.trainer.global_step))
+
+    checkpoint = StepCheckpoint(
+        dirpath=tmp_path, save_last=True, save_top_k=0, train_time_interval=timedelta(seconds=3)
+    )
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(12, 2)), batch_size=1)
+    trainer = pl.Trainer(max_steps=6, accumulate_grad_batches=2, callbacks=[checkpoint], logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(Tiny(), data)
+    assert len(saves) >= 2, saves
+    assert all(batch % 2 == 1 for batch, _ in saves), saves  # batches 1, 3, 5, ...: the second of each pair

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import cli
 
 from perceiver.checkpoint import ModelLoadError, load_model, save_model
-from perceiver.cli import main
 from perceiver.data.tokenizer import ByteTokenizer
 from perceiver.hf.krasserm import KrassermError, interleaved_to_halves, is_krasserm_config
 
@@ -27,16 +27,6 @@ RTOL, ATOL = 1e-5, 1e-5
 
 def expected(name):
     return torch.load(FIXTURES / f"{name}.expected.pt", weights_only=True)
-
-
-def cli(capsys, *args):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit:
-        code = exit.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def copy_fixture(name, tmp_path, edit=None):

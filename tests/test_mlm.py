@@ -8,7 +8,6 @@ import torch
 from perceiver import registry
 from perceiver.data.tokenizer import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID, ByteTokenizer
 from perceiver.tasks.mlm import (
-    LitMaskedLanguageModel,
     MaskedLanguageModel,
     MaskedLanguageModelConfig,
     _k_best,
@@ -16,6 +15,7 @@ from perceiver.tasks.mlm import (
     mask_tokens,
     selected_positions,
 )
+from perceiver.training.lightning_module import LitMaskedLanguageModel
 
 
 def tiny_model(**overrides):
@@ -187,7 +187,7 @@ def test_fill_mask_can_wrap_texts_in_special_tokens_like_the_converted_model():
 
 
 def test_config_errors():
-    from perceiver.tasks.base import ConfigError
+    from perceiver.config_checks import ConfigError
 
     with pytest.raises(ConfigError, match="mask_prob"):
         MaskedLanguageModelConfig(mask_prob=0.0)

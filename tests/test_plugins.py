@@ -17,24 +17,13 @@ from typing import List, Optional
 
 import pytest
 import typer
+from cli_runner import cli
 
 from perceiver import hookimpl, hookspecs, plugins, registry
-from perceiver.cli import main
 from perceiver.plugins import PluginWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "perceiver_spec"))
-
-
-def cli(capsys, *args):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit:
-        code = exit.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -25,3 +25,11 @@ def test_internals_leave_the_core_namespace():
     import perceiver.adapters
 
     assert {"TextBytesAdapter", "ImageAdapter"} <= set(perceiver.adapters.__all__)
+
+
+def test_python_dash_m_perceiver_is_the_command():
+    run = subprocess.run([sys.executable, "-m", "perceiver", "list", "tasks"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "clm" in run.stdout and "mlm" in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "perceiver", "train", "no-such-task"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr

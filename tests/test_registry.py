@@ -207,7 +207,7 @@ def clm_loss(model):
 
     from perceiver.data.corpus import collate_windows
     from perceiver.data.tokenizer import NUM_SPECIAL
-    from perceiver.tasks.clm import LitCausalLanguageModel
+    from perceiver.training.lightning_module import LitCausalLanguageModel
 
     generator = torch.Generator().manual_seed(0)
     cfg = model.config
@@ -259,7 +259,7 @@ def mlm_loss(model):
 
     from perceiver.data.corpus import collate_windows
     from perceiver.data.tokenizer import NUM_SPECIAL
-    from perceiver.tasks.mlm import LitMaskedLanguageModel
+    from perceiver.training.lightning_module import LitMaskedLanguageModel
 
     generator = torch.Generator().manual_seed(0)
     lengths = [model.config.max_seq_len + 1, model.config.max_seq_len // 2]
@@ -299,7 +299,7 @@ def clf_tiny(**overrides) -> Dict[str, Any]:
 def clf_loss(model):
     import torch
 
-    from perceiver.tasks.clf import LitClassifier
+    from perceiver.training.lightning_module import LitClassifier
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.tensor([0, 2])
@@ -372,7 +372,7 @@ def check_output_adapter(name: str) -> None:
     import torch
 
     from perceiver.adapters.base import OutputAdapter, TokenInputAdapter
-    from perceiver.tasks.io import create_adapter
+    from perceiver.tasks.perceiver_io_options import create_adapter
 
     token_adapter = registry.create("adapter", "text-bytes", vocab_size=262, max_seq_len=32, num_channels=16,
                                     num_heads=2)

@@ -34,8 +34,7 @@ class ImageAdapterConfig:
     """Per-channel standard deviation (default 0.5 for every channel)."""
 
     def __post_init__(self):
-        from perceiver.options import check_ranges
-        from perceiver.tasks.base import ConfigError
+        from perceiver.config_checks import ConfigError, check_ranges
 
         if self.image_shape is None:
             raise ConfigError("the image adapter needs image_shape (height, width, channels)")

@@ -45,7 +45,7 @@ class ClassLogitsConfig:
     """Number of classes (set by the task)."""
 
     def __post_init__(self):
-        from perceiver.tasks.base import ConfigError
+        from perceiver.config_checks import ConfigError
 
         if self.num_channels < 1 or self.num_classes < 2:
             raise ConfigError(

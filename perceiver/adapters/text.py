@@ -9,9 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from perceiver.adapters.base import TokenAdapter
+from perceiver.config_checks import check_ranges
 from perceiver.core.attention import Rotary
 from perceiver.core.position import RotaryEmbedding
-from perceiver.options import check_ranges
 
 
 @dataclass

@@ -30,8 +30,8 @@ def evaluate(
     from perceiver import registry
     from perceiver.checkpoint import load_model
     from perceiver.compatibility import check_model_fits_data
+    from perceiver.config_fields import field_types, parse_value
     from perceiver.devices import check_device
-    from perceiver.options import field_types, parse_value
     from perceiver.training.evaluate import evaluate as run_evaluation
     from perceiver.training.plan import parse_sets
 

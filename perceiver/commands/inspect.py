@@ -59,7 +59,7 @@ def option_rows(config_class: type, section: str, values: Optional[Dict[str, Any
     replace the defaults and are marked."""
     from rich.markup import escape
 
-    from perceiver.options import field_default, field_docs, field_types, type_name
+    from perceiver.config_fields import field_default, field_docs, field_types, type_name
     from perceiver.training.plan import ADAPTER_SHARED  # set by the task, not --set keys
 
     docs = field_docs(config_class)

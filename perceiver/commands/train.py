@@ -14,7 +14,7 @@ import typer
 from typing_extensions import Annotated
 
 from perceiver.commands.helptext import WideOptionsCommand
-from perceiver.options import field_default, field_docs, field_types, type_name, unwrap_optional
+from perceiver.config_fields import field_default, field_docs, field_types, type_name, unwrap_optional
 
 SKIPPED_FIELDS = {"adapter", "adapter_options"}
 """Model config fields with their own options (--adapter, --set adapter.key=value)."""

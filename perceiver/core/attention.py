@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from perceiver.config_checks import check_ranges
 from perceiver.core.linear import norm_linears, project
 from perceiver.core.split import SplitInput, norm_and_project
-from perceiver.options import check_ranges
 
 Rotary = Tuple[Tensor, Tensor]  # (cos, sin), each (B, 1, N, R): rotary angles of N positions
 

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from perceiver.config_checks import check_ranges
 from perceiver.core.attention_dropout import drop_mask
 from perceiver.core.layers import CrossAttentionLayer, set_activation_checkpointing
 from perceiver.core.position import fourier_features
-from perceiver.options import check_ranges
 
 
 def init_weights(module: nn.Module, init_scale: float) -> None:

@@ -24,10 +24,10 @@ from typing import Optional, Union
 
 from torch import Tensor, nn
 
+from perceiver.config_checks import check_ranges
 from perceiver.core.decoder import TrainableQueryProvider, init_weights
 from perceiver.core.layers import CrossAttentionLayer, SelfAttentionBlock, set_activation_checkpointing
 from perceiver.core.split import SplitInput
-from perceiver.options import check_ranges
 
 
 @dataclass

@@ -13,9 +13,9 @@ from typing import List, Optional
 import torch
 from torch import Tensor, nn
 
+from perceiver.config_checks import check_ranges
 from perceiver.core.attention import KVCache, Rotary, attend_mask
 from perceiver.core.layers import CrossAttentionLayer, SelfAttentionBlock, set_activation_checkpointing
-from perceiver.options import check_ranges
 
 
 @dataclass

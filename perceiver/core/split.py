@@ -37,18 +37,15 @@ class SplitInput:
 def norm_and_project(norm: nn.LayerNorm, projections: Sequence[nn.Linear], x: SplitInput) -> List[Tensor]:
     """``[p(norm(x.full())) for p in projections]``, each (B, N, D), without materialising ``x.full()``.
 
-    With mean m and inverse deviation r of each position over all channels, and W' = W * gamma:
+    With mean m and inverse deviation r of each position over all channels (:func:`_moments`), and W' = W * gamma:
     ``p(norm(x)) = r * (own @ W'_own.T + shared @ W'_shared.T - m * W'.sum(1)) + W @ beta + b``.
     """
     if not (is_plain(norm) and all(is_plain(projection) for projection in projections)):
         normed = norm(x.full())  # wrapped or replaced layers are called
         return [projection(normed) for projection in projections]
     own, shared = x.own, x.shared
-    num_own, channels = own.shape[-1], own.shape[-1] + shared.shape[-1]
-    total = own.sum(-1) + shared.sum(-1)  # (B, N)
-    squares = own.pow(2).sum(-1) + shared.pow(2).sum(-1)
-    mean = total / channels
-    rstd = torch.rsqrt((squares / channels - mean.pow(2)).clamp(min=0) + norm.eps)
+    mean, rstd = _moments(own, shared, norm.eps)
+    num_own = own.shape[-1]
     outs = []
     for projection in projections:
         weight = projection.weight * norm.weight  # (D, C)
@@ -57,3 +54,19 @@ def norm_and_project(norm: nn.LayerNorm, projections: Sequence[nn.Linear], x: Sp
         offset = projection.weight @ norm.bias + (projection.bias if projection.bias is not None else 0)
         outs.append((own_part + shared_part - mean[..., None] * weight.sum(1)) * rstd[..., None] + offset)
     return outs
+
+
+def _moments(own: Tensor, shared: Tensor, eps: float) -> Tuple[Tensor, Tensor]:
+    """Mean m and 1 / sqrt(var + eps) over all Cp + Cs channels of each position, both (B, N), in two passes.
+
+    With c the mean of the shared channels of a position (once per batch), the squared deviations from m split into
+    ``sum((own - m)^2) + sum((shared - c)^2) + Cs * (c - m)^2``: no E[x^2] - E[x]^2 cancellation when the channels sit
+    far from zero.
+    """
+    num_shared = shared.shape[-1]
+    channels = own.shape[-1] + num_shared
+    shared_mean = shared.mean(-1)  # (N,)
+    shared_spread = (shared - shared_mean[:, None]).pow(2).sum(-1)  # (N,)
+    mean = (own.sum(-1) + num_shared * shared_mean) / channels  # (B, N)
+    spread = (own - mean[..., None]).pow(2).sum(-1) + shared_spread + num_shared * (shared_mean - mean).pow(2)
+    return mean, torch.rsqrt(spread / channels + eps)

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from perceiver.config_checks import check_ranges
 from perceiver.data.corpus import DataError, cache_key, cache_root
 from perceiver.data.labelled import LabelledDataModule
-from perceiver.options import check_ranges
 
 
 @dataclass

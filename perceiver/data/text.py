@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from perceiver.config_checks import check_ranges
 from perceiver.data import config_from
 from perceiver.data.corpus import (
     DataError,
@@ -31,7 +32,6 @@ from perceiver.data.corpus import (
 )
 from perceiver.data.distributed import evaluation_loader, run_position, training_loader
 from perceiver.data.tokenizer import VOCAB_SIZE, ByteTokenizer
-from perceiver.options import check_ranges
 
 
 @dataclass

@@ -17,10 +17,10 @@ from typing import Iterable, List, Tuple
 import torch
 from torch.utils.data import Dataset
 
+from perceiver.config_checks import check_ranges
 from perceiver.data.corpus import DataError
 from perceiver.data.labelled import LabelledDataModule
 from perceiver.data.tokenizer import PAD_ID, ByteTokenizer
-from perceiver.options import check_ranges
 
 
 @dataclass

@@ -17,12 +17,11 @@ from torch import Tensor, nn
 
 from perceiver import registry
 from perceiver.adapters.base import TokenInputAdapter
+from perceiver.config_checks import ConfigError, check_ranges
 from perceiver.core.decoder import TrainableQueryProvider
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.data.tokenizer import PAD_ID, VOCAB_SIZE, ByteTokenizer
-from perceiver.options import check_ranges
-from perceiver.tasks.base import ConfigError, lightning_module_getattr
-from perceiver.tasks.io import (
+from perceiver.tasks.perceiver_io_options import (
     ENCODER_FIELDS,
     PerceiverIOOptions,
     build_encoder_decoder,
@@ -245,9 +244,6 @@ def freeze_encoder(model: Classifier) -> None:
         for parameter in module.parameters():
             parameter.requires_grad_(False)
 
-
-# the Lightning module lives apart, so that importing the model does not import Lightning
-__getattr__ = lightning_module_getattr(__name__, "LitClassifier")
 
 
 __all__ = [

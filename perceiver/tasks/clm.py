@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from perceiver import registry
+from perceiver.config_checks import ConfigError, check_ranges
+from perceiver.core.init import init_parameters
 from perceiver.core.perceiver_ar import PerceiverAR, PerceiverARConfig
 from perceiver.core.position import positions
 from perceiver.data.tokenizer import VOCAB_SIZE
-from perceiver.options import check_ranges
-from perceiver.tasks.base import ConfigError, init_parameters, lightning_module_getattr
 from perceiver.tasks.sampling import sample_next, validate_sampling
 
 
@@ -260,9 +260,6 @@ def batch_metrics(model: CausalLanguageModel, batch) -> Dict[str, Tensor]:
     bits = "bpb" if model.config.vocab_size == VOCAB_SIZE else "bits_per_token"
     return {"loss": loss, bits: loss / math.log(2), "count": (labels != -100).sum()}
 
-
-# the Lightning module lives apart, so that importing the model does not import Lightning
-__getattr__ = lightning_module_getattr(__name__, "LitCausalLanguageModel")
 
 
 __all__ = ["CausalLanguageModel", "CausalLanguageModelConfig", "batch_metrics"]

@@ -15,13 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from perceiver.config_checks import ConfigError, check_ranges
 from perceiver.core.decoder import PositionQueryProvider, decode_row_sparse
 from perceiver.core.linear import is_plain_tree
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.data.tokenizer import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID, VOCAB_SIZE, ByteTokenizer
-from perceiver.options import check_ranges
-from perceiver.tasks.base import ConfigError, lightning_module_getattr
-from perceiver.tasks.io import PerceiverIOOptions, build_encoder_decoder, create_adapter, create_input_adapter
+from perceiver.tasks.perceiver_io_options import (
+    PerceiverIOOptions,
+    build_encoder_decoder,
+    create_adapter,
+    create_input_adapter,
+)
 
 WHITESPACE_IDS = tuple(b + NUM_SPECIAL for b in b" \t\n\r\x0b\x0c")
 MASK_TEXT = "[MASK]"
@@ -254,9 +258,6 @@ def batch_metrics(model: MaskedLanguageModel, batch) -> Dict[str, Tensor]:
     count = valid.sum()
     return {"loss": loss, "accuracy": correct.sum() / count.clamp(min=1), "count": count}
 
-
-# the Lightning module lives apart, so that importing the model does not import Lightning
-__getattr__ = lightning_module_getattr(__name__, "LitMaskedLanguageModel")
 
 
 __all__ = [

@@ -1,5 +1,6 @@
-"""Lightning callbacks that make a training run stoppable and repeatable: stop cleanly on Ctrl-C or SIGTERM, and
-draw each step's random numbers from ``(seed, rank, step)`` so that a resumed run continues exactly."""
+"""Lightning callbacks that make a training run stoppable and repeatable: stop cleanly on Ctrl-C or SIGTERM, save
+checkpoints between optimizer steps only, and draw each step's random numbers from ``(seed, rank, step)`` so that a
+resumed run continues exactly."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from perceiver.training.signals import STOP_SIGNALS, TrainingInterrupted
 
@@ -136,3 +138,21 @@ class LoggedStepsFollowGlobalStep(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
         trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` that saves only after a batch that ended an optimizer step.
+
+    Lightning checks its triggers after every batch, so a time-based trigger (``train_time_interval``) can fire in
+    the middle of a gradient accumulation: the checkpoint then holds a step count and data position that point past
+    gradients it does not hold, and a run resumed from it (after ``kill -9``) is not the uninterrupted run. Between
+    optimizer steps the model, optimizer, data position and random state agree, as in the checkpoint of a stop.
+    """
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
+        self._step_at_batch_start = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
+        if trainer.global_step == getattr(self, "_step_at_batch_start", None):
+            return  # inside an accumulation: no optimizer step in this batch
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from perceiver.options import check_ranges
+from perceiver.config_checks import check_ranges
 
 
 @dataclass

@@ -26,9 +26,10 @@ import torch
 
 from perceiver import registry
 from perceiver.checkpoint import load_model, save_model
-from perceiver.training.callbacks import LoggedStepsFollowGlobalStep, SeedEveryStep, StopOnSignal
+from perceiver.training.callbacks import LoggedStepsFollowGlobalStep, SeedEveryStep, StepCheckpoint, StopOnSignal
+from perceiver.training.checkpoint_io import AtomicCheckpointIO
 from perceiver.training.config import PRECISIONS, TrainerConfig
-from perceiver.training.lightning import AtomicCheckpointIO, LitTask
+from perceiver.training.lightning_module import LitTask
 from perceiver.training.logs import run_logger
 from perceiver.training.plan import RUN_FILE, PlanError, TrainPlan, changed_model_fields
 from perceiver.training.signals import TrainingInterrupted
@@ -99,17 +100,17 @@ def _checkpoint_step(path: Optional[str]) -> Optional[int]:
 
 
 def _callbacks(plan: TrainPlan, unit: str = "items/s") -> List[pl.Callback]:
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.callbacks import LearningRateMonitor
 
     from perceiver.training.progress import TrainingProgress
 
     cfg = plan.trainer_config
     every = dict(dirpath=checkpoint_dir(cfg.output_dir), save_last=True, save_top_k=0, enable_version_counter=False)
     callbacks: List[pl.Callback] = [
-        ModelCheckpoint(every_n_train_steps=cfg.checkpoint_every or cfg.val_check_interval, **every)
+        StepCheckpoint(every_n_train_steps=cfg.checkpoint_every or cfg.val_check_interval, **every)
     ]
     if cfg.checkpoint_every_minutes > 0:  # Lightning wants one ModelCheckpoint per kind of interval
-        callbacks.append(ModelCheckpoint(train_time_interval=timedelta(minutes=cfg.checkpoint_every_minutes), **every))
+        callbacks.append(StepCheckpoint(train_time_interval=timedelta(minutes=cfg.checkpoint_every_minutes), **every))
     callbacks += [LoggedStepsFollowGlobalStep(), LearningRateMonitor(logging_interval="step")]
     live = cfg.progress and sys.stderr.isatty()
     callbacks.append(TrainingProgress(live=live, every=cfg.log_every_n_steps, unit=unit))

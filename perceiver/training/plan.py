@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from perceiver import registry
 from perceiver.compatibility import check_fit
-from perceiver.options import OptionError, field_default, field_types, parse_value
+from perceiver.config_fields import OptionError, field_default, field_types, parse_value
 from perceiver.training.config import OptimizerConfig, TrainerConfig
 
 SECTIONS = ("model", "adapter", "data", "optimizer", "trainer")

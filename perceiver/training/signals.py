@@ -2,7 +2,7 @@
 
 Standard library only, so that the command line can catch :class:`TrainingInterrupted` without importing torch.
 The Lightning side (stop at the next optimizer step, then save) is
-:class:`perceiver.training.lightning.StopOnSignal`.
+:class:`perceiver.training.callbacks.StopOnSignal`.
 """
 
 from __future__ import annotations

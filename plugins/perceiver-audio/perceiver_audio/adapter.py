@@ -22,10 +22,10 @@ import torch
 from torch import Tensor, nn
 
 from perceiver.adapters.base import TokenAdapter
+from perceiver.config_checks import ConfigError
 from perceiver.core.attention import Rotary
 from perceiver.core.position import RotaryEmbedding
 from perceiver.data.tokenizer import NUM_SPECIAL
-from perceiver.tasks.base import ConfigError
 from perceiver_audio import mulaw
 
 VOCAB_SIZE = NUM_SPECIAL + mulaw.NUM_CODES

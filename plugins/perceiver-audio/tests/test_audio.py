@@ -147,7 +147,7 @@ def test_the_plugin_registers_through_its_entry_point(with_plugins):
 
 
 def test_tiny_model_trains_on_synth_audio(with_plugins):
-    from perceiver.tasks.clm import LitCausalLanguageModel
+    from perceiver.training.lightning_module import LitCausalLanguageModel
 
     torch.manual_seed(0)
     model = with_plugins.create("task", "clm", **TINY_MODEL, cross_attention_dropout=0.0)

@@ -1,4 +1,5 @@
-"""What the Perceiver IO tasks (``mlm``, ``clf``) share: encoder/decoder options and how adapters are built by name."""
+"""What the Perceiver IO tasks (``mlm``, ``clf``) share: their encoder/decoder options (:class:`PerceiverIOOptions`)
+and how their adapters are built by name."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from torch import nn
 
 from perceiver import registry
 from perceiver.adapters.base import InputAdapter, TokenAdapter, TokenInputAdapter
+from perceiver.config_checks import ConfigError, check_ranges
 from perceiver.core.decoder import PerceiverDecoder, PerceiverDecoderConfig, QueryProvider
 from perceiver.core.encoder import PerceiverEncoder, PerceiverEncoderConfig
-from perceiver.options import check_ranges
-from perceiver.tasks.base import ConfigError
 
 ENCODER_FIELDS = (
     "num_latents",

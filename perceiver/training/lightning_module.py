@@ -1,29 +1,23 @@
-"""The Lightning side of every task: optimizer, schedule, logging, atomic checkpoints.
+"""The Lightning modules that train the tasks: :class:`LitTask` (optimizer, schedule, logging) and the built-in
+tasks' ``LitCausalLanguageModel``, ``LitMaskedLanguageModel`` and ``LitClassifier``.
 
-The ``Lit*`` classes of the tasks build on :class:`LitTask`; the callbacks that run a training are in
-:mod:`.callbacks` and :mod:`.progress`.
-
-Lightning is imported here, by the ``Lit*`` classes (``perceiver.tasks.lightning``), by ``perceiver.training.fit``
-and by the data modules (``perceiver.data.text``, ``perceiver.data.labelled``), so also by ``perceiver eval``, which
-uses a task's ``Lit*.compute`` and a data module. The models (``perceiver.tasks.clm`` etc.) import it only when their
-``Lit*`` attribute is first used.
+The callbacks that run a training are in :mod:`.callbacks` and :mod:`.progress`, the checkpoint writer in
+:mod:`.checkpoint_io`. The models (``perceiver.tasks.clm`` etc.) do not import Lightning; this module does.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import asdict, is_dataclass
 from typing import Any, Dict, Optional, Tuple, Union
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from perceiver.core.layers import CrossAttentionLayer, SelfAttentionLayer
+from perceiver.tasks import clf, clm, mlm
 from perceiver.training.config import OptimizerConfig
 from perceiver.training.schedules import ConstantWithWarmupLR, CosineWithWarmupLR
-from perceiver.training.signals import signals_held
 
 
 class LitTask(pl.LightningModule):
@@ -191,20 +185,6 @@ def _unwrapped_name(name: str) -> str:
     return name
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file and renames it into place (a kill mid-write leaves the previous
-    checkpoint intact); loads with ``torch.load(weights_only=True)``."""
-
-    def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
-        from perceiver.files import atomic_write_file
-
-        with signals_held():  # Ctrl-C or SIGTERM mid-write takes effect once the file is renamed into place
-            atomic_write_file(path, lambda tmp: torch.save(checkpoint, tmp))
-
-    def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None):
-        return torch.load(os.fspath(path), map_location=map_location or "cpu", weights_only=True)
-
-
 def _batch_size(batch) -> Optional[int]:
     """Rows of the first tensor in a batch (tuple, list, dict or tensor), so that Lightning does not guess."""
     if isinstance(batch, dict):
@@ -217,3 +197,44 @@ def _batch_size(batch) -> Optional[int]:
 
 def config_dict(config: Any) -> Dict[str, Any]:
     return asdict(config) if is_dataclass(config) else dict(config)
+
+
+class LitCausalLanguageModel(LitTask):
+    """Trains a :class:`~perceiver.tasks.clm.CausalLanguageModel`: cross-entropy on the latent positions; logs
+    loss and bits per byte. Batches are ``(labels, input_ids, pad_mask)`` with labels -100 where no prediction is
+    wanted."""
+
+    task_name = "clm"
+    throughput_unit = "tok/s"
+    config_class = clm.CausalLanguageModelConfig
+    model_class = clm.CausalLanguageModel
+    compute = staticmethod(clm.batch_metrics)
+
+
+class LitMaskedLanguageModel(LitTask):
+    """Trains a :class:`~perceiver.tasks.mlm.MaskedLanguageModel` on byte corpora; logs loss and masked-token
+    accuracy (see :func:`perceiver.tasks.mlm.batch_metrics`)."""
+
+    task_name = "mlm"
+    throughput_unit = "tok/s"
+    config_class = mlm.MaskedLanguageModelConfig
+    model_class = mlm.MaskedLanguageModel
+    compute = staticmethod(mlm.batch_metrics)
+
+
+class LitClassifier(LitTask):
+    """Trains a :class:`~perceiver.tasks.clf.Classifier`: cross-entropy, accuracy. With ``encoder_from`` the
+    encoder starts from a trained model, and ``freeze_encoder`` keeps it fixed."""
+
+    task_name = "clf"
+    throughput_unit = "items/s"
+    config_class = clf.ClassifierConfig
+    model_class = clf.Classifier
+    compute = staticmethod(clf.batch_metrics)
+
+    def __init__(self, config, optimizer=None):
+        super().__init__(config, optimizer)
+        if self.model.config.encoder_from:
+            clf.init_encoder_from(self.model, self.model.config.encoder_from)
+        if self.model.config.freeze_encoder:
+            clf.freeze_encoder(self.model)

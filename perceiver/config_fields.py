@@ -1,7 +1,8 @@
-"""Config dataclass fields as user options: their types, their help text, and typed parsing of values.
+"""Config dataclass fields as user options: their types, defaults, help text, and typed parsing of values.
 
-Used by the CLI to generate ``--option`` flags and to check ``--set key=value`` and YAML values.
-No torch import.
+Used by the CLI to generate ``--option`` flags and to check ``--set key=value`` and YAML values, and by
+:mod:`perceiver.checkpoint` to type-check a ``config.json``. No torch import. Range checks of values are in
+:mod:`perceiver.config_checks`.
 """
 
 from __future__ import annotations
@@ -18,37 +19,6 @@ from typing import Any, Dict, Union
 
 class OptionError(ValueError):
     """A config key that does not exist or a value of the wrong type."""
-
-
-def check_ranges(config: Any, ranges: Dict[str, str], error: type = ValueError) -> None:
-    """Raise ``error("<field> must be <range>, got <value>")`` for the first field of ``config`` outside its range.
-
-    ``ranges`` maps field names to ``">= 1"``, ``"> 0"``, ``"<= 1"``, ``"< 1"`` or an interval such as ``"[0, 1)"``
-    (brackets include the bound, parentheses exclude it). ``None`` values (unset optional fields) are skipped.
-    """
-    for name, valid in ranges.items():
-        value = getattr(config, name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise error(f"{name} must be a number {_describe(valid)}, got {value!r}")
-        if not _within(value, valid):
-            raise error(f"{name} must be {_describe(valid)}, got {value!r}")
-
-
-def _describe(valid: str) -> str:
-    return f"in {valid}" if valid[0] in "[(" else valid
-
-
-def _within(value: float, valid: str) -> bool:
-    if valid[0] in "[(":
-        low, high = (float(part) for part in valid[1:-1].split(","))
-        above = value >= low if valid[0] == "[" else value > low
-        below = value <= high if valid[-1] == "]" else value < high
-        return above and below
-    operator, bound = valid.split()
-    bound = float(bound)
-    return {">=": value >= bound, ">": value > bound, "<=": value <= bound, "<": value < bound}[operator]
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,0 +1,5 @@
+"""``python -m perceiver``: the ``perceiver`` command."""
+
+from perceiver.cli import main
+
+main()
