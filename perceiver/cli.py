@@ -29,7 +29,7 @@ def _version(value: bool) -> None:
 def create_app(argv: Optional[List[str]] = None) -> typer.Typer:
     """Build the Typer app: built-in commands, ``train <task>`` for every registered task, plugin commands."""
     from perceiver import plugins, registry
-    from perceiver.commands import convert, evaluate, fill_mask, generate, inspect, plot, predict, train
+    from perceiver.commands import convert, evaluate, export, fill_mask, generate, inspect, plot, predict, train
 
     app = typer.Typer(
         name="perceiver",
@@ -56,6 +56,7 @@ def create_app(argv: Optional[List[str]] = None) -> typer.Typer:
     fill_mask.register(app)
     predict.register(app)
     convert.register(app)
+    export.register(app)
     plot.register(app)
     train.register(app, build_tasks="train" in (argv or []), argv=argv)
     plugins.register_commands(app, registry.REGISTRY)

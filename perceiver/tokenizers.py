@@ -164,6 +164,19 @@ def open_tokenizer(name_or_path: str) -> Tokenizer:
     :func:`load_tokenizer`), or a Hub repo id of a tokenizer (through transformers' cache)."""
     path = Path(name_or_path).expanduser()
     if path.exists():
+        if path.is_dir() and has_tokenizer(path):
+            return read_tokenizer_dir(path)
+        from perceiver.checkpoint import ModelLoadError, resolve_model_path
+
+        try:
+            resolved = resolve_model_path(path)
+        except ModelLoadError:
+            resolved = None
+        if resolved is None or (resolved.is_file() and resolved.suffix != ".ckpt"):
+            raise TokenizerError(
+                f"{name_or_path} is neither a tokenizer directory (tokenizer.json or tokenizer_config.json) nor a "
+                "model"
+            )
         return load_tokenizer(path)
     from perceiver import hub
 

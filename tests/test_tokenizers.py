@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_tokenizer import TEXT, train_tokenizer
 
 from perceiver.cli import main
 from perceiver.data.corpus import id_dtype, open_split
 from perceiver.data.text import TextFilesDataModule
 from perceiver.data.tokenizer import ByteTokenizer
 from perceiver.tokenizers import SubwordTokenizer, load_tokenizer
-from tiny_tokenizer import TEXT, train_tokenizer
 
 TINY = ["--model", "clm-tiny", "--batch-size", "2", "--val-check-interval", "2", "--limit-val-batches", "1",
         "--no-progress", "--warmup-steps", "1", "--max-steps", "2"]
@@ -103,6 +103,15 @@ def test_a_clm_trained_with_a_subword_tokenizer_generates_and_evaluates_with_it(
     assert code == 0, err
     assert out.rstrip("\n") == prompt + tokenizer.decode(new[0])
 
+    exported = tmp_path / "exported"  # an export carries the tokenizer: reloaded, it decodes the same text
+    code, _, err = cli(capsys, "export", run, "--output", exported)
+    assert code == 0, err
+    assert (exported / "tokenizer.json").is_file()
+    assert load_tokenizer(exported).fingerprint() == tokenizer.fingerprint()
+    code, again, err = cli(capsys, "generate", "--model", exported, "--prompt", prompt, "-n", 8, "--temperature", 0)
+    assert code == 0, err
+    assert again == out
+
     code, out, err = cli(capsys, "eval", "--model", run, "--data", "text", "--data-path", text_file)
     assert code == 0, err
     assert "bits_per_token" in out and "bpb" not in out
@@ -129,4 +138,32 @@ def test_tokenizer_errors_are_one_line_and_write_nothing(tokenizer_dir, text_fil
     code, _, err = cli(capsys, "train", "clm", "--data", "text", "--data-path", text_file, "--tokenizer",
                        tmp_path / "nowhere" / "tok", *TINY, "--output-dir", run)
     one_error_line(code, err, "does not exist")
+    code, _, err = cli(capsys, "train", "clm", "--data", "text", "--data-path", text_file, "--tokenizer",
+                       text_file, *TINY, "--output-dir", run)
+    one_error_line(code, err, "neither a tokenizer directory", "nor a model")
     assert not run.exists() and not cache.exists()
+
+
+def test_a_krasserm_model_brings_the_tokenizer_saved_beside_it_into_its_export(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    source = tmp_path / "krasserm-clm"
+    shutil.copytree(Path(__file__).resolve().parent / "fixtures" / "krasserm" / "clm", source)
+    tokenizer = load_tokenizer(train_tokenizer(source, vocab_size=262))  # saved beside its config.json
+    assert isinstance(load_tokenizer(source), SubwordTokenizer)
+    code, _, err = cli(capsys, "convert", source, "--output", tmp_path / "converted")
+    assert code == 0, err
+    assert load_tokenizer(tmp_path / "converted").fingerprint() == tokenizer.fingerprint()
+    outs = []
+    for model in (source, tmp_path / "converted"):
+        code, out, err = cli(capsys, "generate", "--model", model, "--prompt", "The Perceiver", "-n", 6,
+                             "--temperature", 0, "--num-latents", 1)
+        assert code == 0, err
+        outs.append(out)
+    ids = torch.tensor([tokenizer.encode("The Perceiver")])
+    from perceiver.checkpoint import load_model
+
+    new = load_model(source).generate(ids, torch.zeros_like(ids, dtype=torch.bool), num_tokens=6, num_latents=1,
+                                      temperature=0.0)
+    assert outs[0] == outs[1] == "The Perceiver" + tokenizer.decode(new[0]) + "\n"

@@ -47,7 +47,9 @@ def convert(
         else:
             model = convert_model(hf_model)
         kind = type(hf_model).__name__
-    save_model(model, output, overwrite=force)
+    from perceiver.tokenizers import load_tokenizer
+
+    save_model(model, output, overwrite=force, tokenizer=load_tokenizer(source_path) if source_path.is_dir() else None)
     params = sum(p.numel() for p in model.parameters())
     Console(stderr=True, highlight=False).print(
         f"[green]converted[/] {kind} ({params / 1e6:.1f}M parameters) -> "

@@ -76,7 +76,7 @@ def generate(
         prompts = read_prompts(prompts_file)
     lm = inference.prepare(load_model(model, task="clm", map_location=device), dtype, quantize, device)
     check_model_reads(lm, ("text",), "generate")
-    from perceiver.tokenizers import model_tokenizer
+    from perceiver.tokenizers import is_bytes, model_tokenizer
 
     tokenizer = model_tokenizer(model, lm, "generate")
     max_latents, max_seq_len = lm.config.max_latents, lm.config.max_seq_len
@@ -91,7 +91,8 @@ def generate(
     preprocessor = TextPreprocessor(max_seq_len=max_seq_len, tokenizer=tokenizer)
     input_ids, pad_mask = preprocessor.preprocess_batch([prompt])
     if preprocessor.truncated:
-        err.print(f"[yellow]warning:[/] the prompt is longer than max_seq_len; keeping its last {max_seq_len} tokens")
+        unit = "bytes" if is_bytes(tokenizer) else "tokens"
+        err.print(f"[yellow]warning:[/] the prompt is longer than max_seq_len; keeping its last {max_seq_len} {unit}")
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     decode = preprocessor.tokenizer.stream_decoder()
     steps = lm.generate_stream(

@@ -537,5 +537,9 @@ def with_model_facts(model_values: Dict[str, Any], model_class: type, dataset_en
         data_fields = field_types(dataset_entry.config_class()) if dataset_entry.config else {}
         values = {k: v for k, v in data_values.items() if k in data_fields}
         values.update({k: v for k, v in model_values.items() if k in data_fields and k not in values and v is not None})
-        fill(data_facts(dataset_entry.build_config(**values)))
+        try:
+            data_config = dataset_entry.build_config(**values)
+        except (TypeError, ValueError):  # reported, naming the option, where the data config is built
+            return out
+        fill(data_facts(data_config))
     return out

@@ -1,0 +1,41 @@
+"""``perceiver export``: any model ``load_model`` reads (a training run, a ``.ckpt``, a Hub repo id, krasserm's
+directory, ...) -> an export of this project (``config.json`` + ``model.safetensors``, with its tokenizer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def export(
+    source: str = typer.Argument(
+        ..., help="Training output directory, .ckpt file, export, krasserm directory or Hub repo id."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory to write the export to."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an earlier export in --output (files perceiver did not write are kept)."
+    ),
+) -> None:
+    """Write [bold]SOURCE[/] as an export of this project: [bold]config.json[/] + [bold]model.safetensors[/] and
+    the files of its tokenizer (none for byte models).
+
+    Example: [bold]perceiver export runs/my-clm --output models/my-clm[/]
+    """
+    from rich.console import Console
+
+    from perceiver.checkpoint import check_export_target, load_model, save_model
+    from perceiver.tokenizers import load_tokenizer
+
+    check_export_target(output, overwrite=force)
+    model = load_model(source)
+    tokenizer = load_tokenizer(source)
+    save_model(model, output, overwrite=force, tokenizer=tokenizer)
+    params = sum(p.numel() for p in model.parameters())
+    Console(stderr=True, highlight=False).print(
+        f"[green]exported[/] {source} ({params / 1e6:.1f}M parameters, task {model.task}) -> [bold]{output}[/]"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export", rich_help_panel="Use")(export)
