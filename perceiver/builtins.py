@@ -44,7 +44,8 @@ def register_tasks(register):
         "perceiver.tasks.clm:CausalLanguageModel",
         config="perceiver.tasks.clm:CausalLanguageModelConfig",
         description="Causal language modeling with Perceiver AR",
-        lightning="perceiver.training.lightning_module:LitCausalLanguageModel",
+        metrics="perceiver.tasks.clm:batch_metrics",
+        throughput_unit="tok/s",
         inputs=("tokens",),
         batches=("windows",),
     )
@@ -53,7 +54,8 @@ def register_tasks(register):
         "perceiver.tasks.mlm:MaskedLanguageModel",
         config="perceiver.tasks.mlm:MaskedLanguageModelConfig",
         description="Masked language modeling with Perceiver IO (byte level, 80/10/10 masking)",
-        lightning="perceiver.training.lightning_module:LitMaskedLanguageModel",
+        metrics="perceiver.tasks.mlm:batch_metrics",
+        throughput_unit="tok/s",
         inputs=("tokens",),
         batches=("windows", "labelled"),
     )
@@ -62,7 +64,8 @@ def register_tasks(register):
         "perceiver.tasks.clf:Classifier",
         config="perceiver.tasks.clf:ClassifierConfig",
         description="Classification of text or images with Perceiver IO",
-        lightning="perceiver.training.lightning_module:LitClassifier",
+        metrics="perceiver.tasks.clf:batch_metrics",
+        prepare="perceiver.tasks.clf:prepare_training",
         inputs=("tokens", "image"),
         batches=("labelled",),
     )
