@@ -18,8 +18,8 @@ def register_adapters(register):
 
 @hookspec
 def register_tasks(register):
-    """Register tasks:
-    ``register(name, model_class, config=ConfigClass, description=..., lightning=..., inputs=(...), batches=(...))``."""
+    """Register tasks: ``register(name, model_class, config=ConfigClass, description=...,
+    metrics="module:batch_metrics", inputs=(...), batches=(...))``."""
 
 
 @hookspec

@@ -231,16 +231,16 @@ def test_a_warmup_as_long_as_the_run_is_a_one_line_warning(capsys, tmp_path, tex
 @pytest.mark.parametrize("failing_step, kept", [(0, False), (1, True)])
 def test_a_run_that_fails_before_its_first_step_leaves_no_directory(capsys, tmp_path, text_file, cache_dir,
                                                                     monkeypatch, failing_step, kept):
-    from perceiver.training.lightning_module import LitCausalLanguageModel
+    from perceiver.training.lightning_module import LitTask
 
-    step = LitCausalLanguageModel.training_step
+    step = LitTask.training_step
 
     def failing(self, batch, batch_idx):
         if batch_idx == failing_step:
             raise RuntimeError("broken step")
         return step(self, batch, batch_idx)
 
-    monkeypatch.setattr(LitCausalLanguageModel, "training_step", failing)
+    monkeypatch.setattr(LitTask, "training_step", failing)
     args = ["train", "clm", "--data", "text", "--data-path", text_file, *TINY, "--max-steps", "4"]
     code, _, err = cli(capsys, *args, "--output-dir", tmp_path / "new" / "run")
     assert code == 1 and err.strip().splitlines()[-1].startswith("error: broken step"), err

@@ -11,11 +11,11 @@ from perceiver.tasks.mlm import (
     MaskedLanguageModel,
     MaskedLanguageModelConfig,
     _k_best,
+    batch_metrics,
     encode_masked,
     mask_tokens,
     selected_positions,
 )
-from perceiver.training.lightning_module import LitMaskedLanguageModel
 
 
 def tiny_model(**overrides):
@@ -85,7 +85,7 @@ def test_loss_counts_masked_positions_only():
     pad = torch.zeros_like(ids, dtype=torch.bool)
     pad[2, 30:] = True
     batch = (None, ids, pad)
-    out = LitMaskedLanguageModel.compute(model, batch)
+    out = batch_metrics(model, batch)
     corrupted, labels = mask_tokens(ids, pad, model.config.mask_prob, generator=torch.Generator().manual_seed(0))
     assert out["count"].item() == (labels != -100).sum().item()
     # the loss equals cross-entropy over the masked positions of the full logits, and nothing else
@@ -110,7 +110,7 @@ def test_training_step_decodes_only_masked_positions_and_learns():
     handle = model.decoder.cross_attention.register_forward_hook(lambda m, args, out: calls.append(args[0].shape))
     first = None
     for step in range(100):
-        out = LitMaskedLanguageModel.compute(model, (None, ids, None))
+        out = batch_metrics(model, (None, ids, None))
         optimizer.zero_grad()
         out["loss"].backward()
         optimizer.step()
@@ -133,13 +133,13 @@ def test_a_tiny_masked_lm_learns_to_use_the_context():
         return (starts + torch.arange(64)) % 26 + ord("a") + NUM_SPECIAL
 
     for _ in range(1000):
-        out = LitMaskedLanguageModel.compute(model, (None, alphabet_rows(32), None))
+        out = batch_metrics(model, (None, alphabet_rows(32), None))
         optimizer.zero_grad()
         out["loss"].backward()
         optimizer.step()
     model.eval()
     with torch.no_grad():
-        out = LitMaskedLanguageModel.compute(model, (None, alphabet_rows(64), None))
+        out = batch_metrics(model, (None, alphabet_rows(64), None))
     assert out["loss"].item() < math.log(26) / 4
     assert out["accuracy"].item() > 0.9
 

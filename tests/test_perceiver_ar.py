@@ -25,6 +25,19 @@ def test_attend_mask_is_right_aligned_causal_and_hides_padding():
     assert mask.tolist() == [[False, True, True, True, False], [False, True, True, True, True]]
 
 
+def test_attend_mask_keeps_the_unpadded_row_where_padding_would_empty_it():
+    pad = torch.tensor([[True, True, False, False], [False, True, False, True]])
+    mask = attend_mask(pad, num_queries=4, num_keys=4, causal=True)
+    # left padding: the padding queries 0 and 1 see only padding, so they keep their causal row; real ones hide it
+    assert mask[0, 0].tolist() == [[True, False, False, False], [True, True, False, False],
+                                   [False, False, True, False], [False, False, True, True]]
+    # padding in the middle: a padding query with a real key before it sees only the real keys
+    assert mask[1, 0].tolist() == [[True, False, False, False], [True, False, False, False],
+                                   [True, False, True, False], [True, False, True, False]]
+    keys_only = attend_mask(torch.tensor([[True, False], [True, True]]))
+    assert keys_only[:, 0, 0].tolist() == [[False, True], [True, True]]
+
+
 def test_attention_matches_explicit_softmax():
     torch.manual_seed(0)
     attention = MultiHeadAttention(AttentionConfig(num_heads=2, num_q_input_channels=8, num_kv_input_channels=6))

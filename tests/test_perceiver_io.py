@@ -8,16 +8,16 @@ import torch
 
 from perceiver.adapters.base import TokenInputAdapter
 from perceiver.adapters.text import TextAdapterConfig, TextBytesAdapter
+from perceiver.core.attention import attend_mask
 from perceiver.core.decoder import (
     FourierQueryProvider,
     PerceiverDecoder,
     PerceiverDecoderConfig,
     PositionQueryProvider,
     TrainableQueryProvider,
-    cross_attend,
     decode_row_sparse,
 )
-from perceiver.core.encoder import PerceiverEncoder, PerceiverEncoderConfig, key_mask
+from perceiver.core.encoder import PerceiverEncoder, PerceiverEncoderConfig
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.core.position import fourier_features
 
@@ -52,7 +52,9 @@ def test_all_padding_row_is_finite():
     pad = torch.zeros(2, 6, dtype=torch.bool)
     pad[1] = True
     assert torch.isfinite(encoder(torch.randn(2, 6, 12), pad)).all()
-    assert key_mask(torch.zeros(2, 6, dtype=torch.bool)) is None
+    mask = attend_mask(pad)  # one row per example, shared by the latents; the all-padding row keeps every key
+    assert mask.shape == (2, 1, 1, 6) and mask[0].all() and mask[1].all()
+    assert attend_mask(None) is None
 
 
 def test_repeated_cross_attention_layout_and_weight_sharing():
@@ -210,29 +212,28 @@ def test_row_sparse_backward_keeps_the_forward_dropout_masks():
     weights = torch.randn(2, 10, 262, dtype=torch.double) * (torch.rand(2, 10, 1) < 0.4)
     latents, x, _ = model.encode(ids)
     latents = latents.detach().requires_grad_(True)
+    import perceiver.core.attention_dropout as dropout_module
+
     captured = {}
-    original = cross_attend
+    original = dropout_module.attention_with_kept_dropout
 
-    def spy(layer, x_q, x_kv, keep=None, new_keep=False):
-        out, keep = original(layer, x_q, x_kv, keep, new_keep)
-        if new_keep:
-            captured["keep"] = keep
-        return out, keep
+    def spy(q, k, v, attend_mask, p, kept):
+        if kept.drop is None:  # the forward pass draws the mask
+            captured["kept"] = kept
+        return original(q, k, v, attend_mask, p, kept)
 
-    import perceiver.core.decoder as decoder_module
-
-    decoder_module.cross_attend = spy
+    dropout_module.attention_with_kept_dropout = spy
     try:
         out = decode_row_sparse(model.decoder, latents, x, model.output_adapter, list(model.decoder.parameters()))
     finally:
-        decoder_module.cross_attend = original
+        dropout_module.attention_with_kept_dropout = original
     (out * weights).sum().backward()
-    # reference: the dense computation with the same dropout mask
+    # reference: the dense computation of the decoder's layer with the same dropout mask
     reference_latents = latents.detach().requires_grad_(True)
     queries = model.decoder.query_provider(x)
-    hidden, _ = original(model.decoder.cross_attention, queries, reference_latents, captured["keep"])
+    hidden = model.decoder.cross_attention._forward(queries, reference_latents, kept_dropout=captured["kept"])
     reference = model.output_adapter(hidden)
     assert torch.allclose(out, reference, atol=1e-10)
     (reference * weights).sum().backward()
     assert torch.allclose(latents.grad, reference_latents.grad, atol=1e-10)
-    assert captured["keep"][0].float().mean().item() == pytest.approx(0.5, abs=0.1)
+    assert captured["kept"].drop.float().mean().item() == pytest.approx(0.5, abs=0.1)

@@ -152,7 +152,7 @@ class TaskPlugin:
     @hookimpl
     def register_tasks(self, register):
         register("toy-task", "torch.nn:Identity", config=ToyTaskConfig, description="A toy task",
-                 lightning="torch.nn:Identity", inputs=("tokens",))
+                 metrics="torch.nn.functional:mse_loss", inputs=("tokens",))
 
 
 def test_hook_register_tasks(add_plugin, capsys, cli_width):

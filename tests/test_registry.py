@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
@@ -207,13 +208,15 @@ def clm_loss(model):
 
     from perceiver.data.corpus import collate_windows
     from perceiver.data.tokenizer import NUM_SPECIAL
-    from perceiver.training.lightning_module import LitCausalLanguageModel
+    from perceiver.training.metrics import task_metrics
+
+    batch_metrics = task_metrics("clm")
 
     generator = torch.Generator().manual_seed(0)
     cfg = model.config
     lengths = [cfg.max_seq_len + 1, cfg.max_seq_len // 2 + 1, cfg.max_latents + 3]  # full and left-padded rows
     windows = [torch.randint(NUM_SPECIAL, cfg.vocab_size, (n,), generator=generator) for n in lengths]
-    return LitCausalLanguageModel.compute(model, collate_windows(windows))["loss"]
+    return batch_metrics(model, collate_windows(windows))["loss"]
 
 
 @dataclass
@@ -223,7 +226,7 @@ class TaskRecipe:
     shrink: Callable[[Dict[str, Any]], Dict[str, Any]]
     """A preset's values made tiny (other values kept)."""
     loss: Callable[[Any], Any]
-    """Loss of the model on a made-up batch, through the task's Lightning ``compute``."""
+    """Loss of the model on a made-up batch, through the task's registered ``metrics``."""
     complete: Callable[[Dict[str, Any]], Dict[str, Any]] = dict
     """What the data set adds to a preset's values when training (e.g. the number of classes)."""
 
@@ -259,12 +262,14 @@ def mlm_loss(model):
 
     from perceiver.data.corpus import collate_windows
     from perceiver.data.tokenizer import NUM_SPECIAL
-    from perceiver.training.lightning_module import LitMaskedLanguageModel
+    from perceiver.training.metrics import task_metrics
+
+    batch_metrics = task_metrics("mlm")
 
     generator = torch.Generator().manual_seed(0)
     lengths = [model.config.max_seq_len + 1, model.config.max_seq_len // 2]
     windows = [torch.randint(NUM_SPECIAL, model.config.vocab_size, (n,), generator=generator) for n in lengths]
-    return LitMaskedLanguageModel.compute(model, collate_windows(windows))["loss"]
+    return batch_metrics(model, collate_windows(windows))["loss"]
 
 
 TINY_IMAGE = [5, 4, 2]
@@ -299,7 +304,9 @@ def clf_tiny(**overrides) -> Dict[str, Any]:
 def clf_loss(model):
     import torch
 
-    from perceiver.training.lightning_module import LitClassifier
+    from perceiver.training.metrics import task_metrics
+
+    batch_metrics = task_metrics("clf")
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.tensor([0, 2])
@@ -310,7 +317,7 @@ def clf_loss(model):
         batch = (labels, input_ids, pad_mask)
     else:
         batch = (labels, torch.randint(0, 256, (2, *model.config.image_shape), generator=generator).to(torch.uint8))
-    return LitClassifier.compute(model, batch)["loss"]
+    return batch_metrics(model, batch)["loss"]
 
 
 TASK_RECIPES: Dict[str, TaskRecipe] = {
@@ -412,20 +419,23 @@ def test_task_builds_and_trains(name, package, registered, monkeypatch):
     model = registry.create("task", name, **recipe.tiny())
     assert model.config == entry.build_config(**recipe.tiny())
     run_forward_backward(model, recipe.loss)
-    # the declared Lightning module computes that loss: its compute gives the loss and a positive count
-    lit_class = registry.resolve(entry.metadata["lightning"])
-    assert lit_class.task_name == name
+    # the registered metrics function computes that loss (a positive count with it), and LitTask trains with it
+    target = entry.metadata["metrics"]
+    module_name, _, attribute = target.partition(":")
+    compute = registry.resolve(target)
     calls = []
-    compute = lit_class.compute
 
     def spy(model, batch):
         out = compute(model, batch)
         calls.append(out)
         return out
 
-    monkeypatch.setattr(lit_class, "compute", staticmethod(spy))
+    monkeypatch.setattr(importlib.import_module(module_name), attribute, spy)
     loss = recipe.loss(model.eval())
     assert len(calls) == 1 and calls[0]["loss"] is loss and int(calls[0]["count"]) > 0
+    from perceiver.training.lightning_module import LitTask
+
+    assert LitTask(recipe.tiny(), task=name).batch_metrics is spy
 
 
 def parameter_count(task: str, overrides: Dict[str, Any]) -> int:
@@ -496,11 +506,11 @@ def test_dataset_entry_is_consistent(name, package, registered):
 
 
 @pytest.mark.parametrize("name, package", components("task"))
-def test_task_entry_declares_inputs_and_lightning_module(name, package, registered):
+def test_task_entry_declares_inputs_and_metrics(name, package, registered):
     registered(package)
     entry = registry.get("task", name)
     assert entry.metadata.get("inputs"), f"task {name!r} declares no accepted inputs"
-    assert entry.metadata.get("lightning"), f"task {name!r} declares no Lightning module"
+    assert callable(registry.resolve(entry.metadata.get("metrics"))), f"task {name!r} declares no metrics function"
     assert set(entry.metadata.get("batches", ())) <= set(BATCHES), f"task {name!r}: unknown batch layout"
     assert dataclasses.is_dataclass(entry.config_class())
 

@@ -5,22 +5,20 @@ Mask convention
 * Public APIs take ``pad_mask``: a bool tensor of shape ``(B, N)`` that is ``True`` at **padding** positions.
 * Attention layers take ``attend_mask``: a bool tensor broadcastable to ``(B, H, Q, K)`` that is ``True`` where a
   query **may attend** to a key (the ``scaled_dot_product_attention`` convention). ``None`` means "attend to all".
-* Two functions convert the first into the second, once per forward pass. No row of their masks is empty (an empty
-  row makes the softmax undefined), but they keep rows non-empty in different ways:
-
-  - :func:`attend_mask` (Perceiver AR), for queries that are input positions themselves, adds the causal constraint
-    when asked: a causal mask with fewer queries than keys is right-aligned (query ``i`` of ``Q`` sits at key
-    position ``K - Q + i``; a plain bool tensor: torch's ``causal_lower_right`` bias is a tensor subclass that
-    dispatch modes such as ``FlopCounterMode`` fail on). A padding query may attend to its own position; its output
-    is never used.
-  - :func:`perceiver.core.encoder.key_mask` (Perceiver IO encoder), for latent queries over an input, is
-    ``(B, 1, 1, N)``: a row whose input is all padding attends to all of its positions (finite, meaningless output).
+* :func:`attend_mask` converts the first into the second, once per forward pass. Its one rule for padding: a
+  query may not attend to a padding key, unless that would leave it nothing to attend to (an empty row makes the
+  softmax undefined); such a row (a padding query of a left-padded causal sequence, or latents over an input that is
+  all padding) keeps the keys it would see without padding. Its output is finite and meaningless, and no real
+  position reads it: real queries of a causal sequence always see themselves, and padding keys are hidden from them.
+* A causal mask with fewer queries than keys is right-aligned: query ``i`` of ``Q`` sits at key position
+  ``K - Q + i`` (a plain bool tensor: torch's ``causal_lower_right`` bias is a tensor subclass that dispatch modes
+  such as ``FlopCounterMode`` fail on).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -30,27 +28,36 @@ from perceiver.config_checks import check_ranges
 from perceiver.core.linear import norm_linears, project
 from perceiver.core.split import SplitInput, norm_and_project
 
+if TYPE_CHECKING:
+    from perceiver.core.attention_dropout import KeptDropout
+
 Rotary = Tuple[Tensor, Tensor]  # (cos, sin), each (B, 1, N, R): rotary angles of N positions
 
 
 def attend_mask(
-    pad_mask: Optional[Tensor], num_queries: int, num_keys: int, causal: bool, device=None
+    pad_mask: Optional[Tensor], num_queries: int = 1, num_keys: Optional[int] = None, causal: bool = False,
+    device=None,
 ) -> Optional[Tensor]:
-    """Build a ``True = may attend`` mask of shape ``(B or 1, 1, Q, K)`` from a key pad mask ``(B, K)``.
+    """A ``True = may attend`` mask from a key pad mask (B, K) (True at padding), by the rule of the module docstring.
 
-    Returns ``None`` when nothing needs masking (no padding, not causal).
+    :return: (B or 1, 1, Q, K) when ``causal``, (B, 1, 1, K) (the same for every query) otherwise; ``None`` when
+        nothing needs masking (no pad mask, not causal). Callers pass ``None`` rather than a pad mask without padding.
     """
     if pad_mask is None and not causal:
         return None
+    num_keys = pad_mask.shape[1] if num_keys is None else num_keys
     device = pad_mask.device if pad_mask is not None else device
-    query_pos = torch.arange(num_keys - num_queries, num_keys, device=device)[:, None]  # (Q, 1) key index of query
-    key_pos = torch.arange(num_keys, device=device)[None, :]  # (1, K)
-    mask = (key_pos <= query_pos) if causal else torch.ones(num_queries, num_keys, dtype=torch.bool, device=device)
-    mask = mask[None, None]  # (1, 1, Q, K)
-    if pad_mask is not None:
-        keep = ~pad_mask[:, None, None, :]  # (B, 1, 1, K)
-        mask = mask & (keep | (key_pos == query_pos))  # a padding query still sees itself
-    return mask
+    structure = None
+    if causal:
+        query_pos = torch.arange(num_keys - num_queries, num_keys, device=device)[:, None]  # (Q, 1) key index
+        structure = (torch.arange(num_keys, device=device)[None, :] <= query_pos)[None, None]  # (1, 1, Q, K)
+        if pad_mask is None:
+            return structure
+    mask = ~pad_mask[:, None, None, :]  # (B, 1, 1, K)
+    if structure is not None:
+        mask = mask & structure
+    empty = ~mask.any(dim=-1, keepdim=True)  # rows that padding leaves empty
+    return mask | (empty if structure is None else empty & structure)
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -178,9 +185,12 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(config.num_kv_input_channels, v, bias=config.bias)
         self.o_proj = nn.Linear(v, out, bias=config.bias if config.out_bias is None else config.out_bias)
 
-    def _heads(self, x: Tensor, head_dim: int) -> Tensor:
+    def _heads(self, x: Tensor) -> Tensor:
+        """(B, N, H * D) -> (B, H, N, D), a view. Plain view/transpose rather than ``einops.rearrange``: these run
+        three times per layer and token in cached decoding, where rearrange's per-call Python overhead made each
+        generated token of a small model measurably slower."""
         batch, length, _ = x.shape
-        return x.view(batch, length, self.num_heads, head_dim).transpose(1, 2)  # (B, H, N, D)
+        return x.view(batch, length, self.num_heads, -1).transpose(1, 2)
 
     def forward(
         self,
@@ -193,6 +203,7 @@ class MultiHeadAttention(nn.Module):
         kv_cache: Optional[KVCache] = None,
         q_norm: Optional[nn.LayerNorm] = None,
         kv_norm: Optional[nn.LayerNorm] = None,
+        kept_dropout: Optional["KeptDropout"] = None,
     ) -> Tensor:
         """
         :param x_q: queries input (B, Q, Cq)
@@ -206,6 +217,9 @@ class MultiHeadAttention(nn.Module):
         :param kv_cache: cache to append the new keys/values to
         :param q_norm: LayerNorm applied to ``x_q`` first (pre-LN layers pass theirs, so that the normalised copy is
             not kept for the backward pass); likewise ``kv_norm`` for ``x_kv``
+        :param kept_dropout: in training, drop attention probabilities through this
+            :class:`~perceiver.core.attention_dropout.KeptDropout` mask (drawn into it when empty), so that a
+            recomputation (the row-sparse decoder backward pass) drops the same ones
         :return: (B, Q, Cout)
         """
         if q_norm is not None and q_norm is kv_norm and x_q is x_kv:
@@ -218,9 +232,7 @@ class MultiHeadAttention(nn.Module):
                 k, v = norm_linears(x_kv, kv_norm, (self.k_proj, self.v_proj))
             else:
                 k, v = project(self.k_proj, x_kv), project(self.v_proj, x_kv)
-        q = self._heads(q, self.qk_head_dim)  # (B, H, Q, Dqk)
-        k = self._heads(k, self.qk_head_dim)  # (B, H, K, Dqk)
-        v = self._heads(v, self.v_head_dim)  # (B, H, K, Dv)
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, H, Q, Dqk), (B, H, K, Dqk), (B, H, K, Dv)
         if rotary_q is not None:
             q = apply_rotary(q, rotary_q)
         if rotary_k is not None:
@@ -230,11 +242,15 @@ class MultiHeadAttention(nn.Module):
         if q.shape[0] != k.shape[0]:  # latents or queries shared by the batch: the fused kernels need equal batches
             q = q.expand(k.shape[0], -1, -1, -1)  # a view, no copy
         dropout = self.dropout if self.training else 0.0
-        if dropout > 0 and not is_causal and q.device.type == "cpu":  # SDPA's CPU dropout path is a slow fallback
+        if dropout > 0 and kept_dropout is not None:
+            from perceiver.core.attention_dropout import attention_with_kept_dropout
+
+            out = attention_with_kept_dropout(q, k, v, attend_mask, dropout, kept_dropout)
+        elif dropout > 0 and not is_causal and q.device.type == "cpu":  # SDPA's CPU dropout path is a slow fallback
             from perceiver.core.attention_dropout import attention_with_dropout
 
             out = attention_with_dropout(q, k, v, attend_mask, dropout)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend_mask, dropout_p=dropout, is_causal=is_causal)
-        out = out.transpose(1, 2).reshape(out.shape[0], x_q.shape[1], -1)  # (B, Q, H * Dv); x_q may be (1, Q, Cq)
+        out = out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)  # (B, H, Q, Dv) -> (B, Q, H * Dv)
         return project(self.o_proj, out)

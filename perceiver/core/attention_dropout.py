@@ -17,6 +17,7 @@ Shapes: q (B or 1, H, Q, D), k (B, H, K, D), v (B, H, K, Dv) -> (B, H, Q, Dv); `
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -90,4 +91,35 @@ def attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, attend_mask: Optiona
     return _AttentionWithDropout.apply(q, k, v, attend_mask, p)
 
 
-__all__ = ["attention_with_dropout", "drop_mask"]
+@dataclass
+class KeptDropout:
+    """An attention-dropout mask that is kept, so that a recomputation drops the same probabilities.
+
+    ``drop`` (B, H, Q, K) is True where a probability is dropped, ``p`` the rounded drop probability; an empty one
+    (``drop`` None) is filled by the first attention that uses it.
+    """
+
+    drop: Optional[Tensor] = None
+    p: float = 0.0
+
+    def rows(self, positions: Tensor) -> "KeptDropout":
+        """The masks of query rows ``positions`` (B, Q') of every example: (B, H, Q', K)."""
+        index = positions[:, None, :, None].expand(-1, self.drop.shape[1], -1, self.drop.shape[3])
+        return KeptDropout(self.drop.gather(2, index), self.p)
+
+
+def attention_with_kept_dropout(q: Tensor, k: Tensor, v: Tensor, attend_mask: Optional[Tensor], p: float,
+                                kept: KeptDropout) -> Tensor:
+    """``softmax(q k^T / sqrt(D)) v`` with dropout ``p`` on the probabilities through the mask ``kept`` (drawn into
+    it when it is empty), in plain autograd ops."""
+    probs = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))  # (B, H, Q, K)
+    if attend_mask is not None:
+        probs = probs.masked_fill(attend_mask.logical_not(), float("-inf"))
+    probs = probs.softmax(dim=-1)
+    if kept.drop is None:
+        kept.drop, kept.p = drop_mask(probs.shape, p, probs.device)
+    probs = probs.masked_fill(kept.drop, 0.0) if torch.is_grad_enabled() else probs.masked_fill_(kept.drop, 0.0)
+    return torch.matmul(probs, v).mul_(1.0 / (1.0 - kept.p))  # (B, H, Q, Dv)
+
+
+__all__ = ["KeptDropout", "attention_with_dropout", "attention_with_kept_dropout", "drop_mask"]

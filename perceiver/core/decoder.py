@@ -16,30 +16,17 @@ the decoder's output. Providers:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from perceiver.config_checks import check_ranges
-from perceiver.core.attention_dropout import drop_mask
+from perceiver.core.attention_dropout import KeptDropout
+from perceiver.core.init import init_parameters
 from perceiver.core.layers import CrossAttentionLayer, set_activation_checkpointing
 from perceiver.core.position import fourier_features
-
-
-def init_weights(module: nn.Module, init_scale: float) -> None:
-    """Normal(0, init_scale) for linear weights, zeros for biases, ones/zeros for LayerNorm (query parameters keep
-    their own initialisation)."""
-    for sub in module.modules():
-        if isinstance(sub, nn.Linear):
-            nn.init.normal_(sub.weight, std=init_scale)
-            if sub.bias is not None:
-                nn.init.zeros_(sub.bias)
-        elif isinstance(sub, nn.LayerNorm):
-            nn.init.ones_(sub.weight)
-            nn.init.zeros_(sub.bias)
 
 
 class QueryProvider(nn.Module):
@@ -168,7 +155,7 @@ class PerceiverDecoder(nn.Module):
             residual_dropout=config.residual_dropout,
             attention_residual=config.query_residual,
         )
-        init_weights(self.cross_attention, config.init_scale)
+        init_parameters(self.cross_attention, config.init_scale)
         set_activation_checkpointing(self, config.activation_checkpointing)
 
     def forward(self, latents: Tensor, x: Optional[Tensor] = None, positions: Optional[Tensor] = None) -> Tensor:
@@ -188,41 +175,6 @@ class PerceiverDecoder(nn.Module):
 # -------------------------------------------------------------------------------------------------------------
 
 
-def cross_attend(layer: CrossAttentionLayer, x_q: Tensor, x_kv: Tensor, keep: Optional[Tuple[Tensor, float]] = None,
-                 new_keep: bool = False):
-    """``layer``'s forward pass with an explicit attention-dropout mask; returns (output (B, Q, E), keep).
-
-    ``keep`` = (drop, p): ``drop`` (B, H, Q, K) bool is True where an attention probability is dropped, ``p`` the
-    drop probability. With ``new_keep`` (training, attention dropout > 0) a fresh mask is drawn and returned; with
-    neither, no dropout is applied. Same computation as ``CrossAttentionLayer`` without residual dropout, written with
-    functional ops on the layer's parameters (no module calls, so no module hooks run inside the row-sparse backward
-    pass).
-    """
-    att, mlp = layer.attention, layer.mlp
-
-    def linear(module: nn.Linear, x: Tensor) -> Tensor:
-        return F.linear(x, module.weight, module.bias)
-
-    def norm(module: nn.LayerNorm, x: Tensor) -> Tensor:
-        return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
-
-    q = att._heads(linear(att.q_proj, norm(layer.q_norm, x_q)), att.qk_head_dim)  # (1 or B, H, Q, Dqk)
-    kv = norm(layer.kv_norm, x_kv)
-    k = att._heads(linear(att.k_proj, kv), att.qk_head_dim)  # (B, H, K, Dqk)
-    v = att._heads(linear(att.v_proj, kv), att.v_head_dim)  # (B, H, K, Dv)
-    probs = torch.matmul(q * att.qk_head_dim**-0.5, k.transpose(-1, -2)).softmax(dim=-1)  # (B, H, Q, K)
-    if new_keep and att.dropout > 0:
-        keep = drop_mask(probs.shape, att.dropout, probs.device)
-    if keep is not None:
-        probs = probs.masked_fill_(keep[0], 0.0) if not torch.is_grad_enabled() else probs.masked_fill(keep[0], 0.0)
-    out = torch.matmul(probs, v)  # (B, H, Q, Dv)
-    if keep is not None:
-        out = out / (1.0 - keep[1])
-    out = linear(att.o_proj, out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1))  # (B, Q, E)
-    x = x_q + out if layer.attention_residual else out
-    return x + linear(mlp.fc2, F.gelu(linear(mlp.fc1, norm(mlp.norm, x)))), keep
-
-
 class _RowSparseDecode(torch.autograd.Function):
     """Decode all rows without autograd; in the backward pass, recompute and differentiate only the rows whose
     output gradient is not zero (decoder rows are independent given the latents, so this is the dense gradient up
@@ -230,8 +182,8 @@ class _RowSparseDecode(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, decode, computed, latents: Tensor, x: Optional[Tensor], *params: Tensor) -> Tensor:
-        out, keep = computed.pop()  # computed outside (module hooks, e.g. of profilers, must see ordinary calls)
-        ctx.decode, ctx.x, ctx.keep = decode, x, keep
+        out, kept = computed.pop()  # computed outside (module hooks, e.g. of profilers, must see ordinary calls)
+        ctx.decode, ctx.x, ctx.kept = decode, x, kept
         ctx.save_for_backward(latents, *params)
         return out
 
@@ -245,14 +197,10 @@ class _RowSparseDecode(torch.autograd.Function):
         positions = torch.argsort((~rows).to(torch.int8), dim=1, stable=True)[:, :num]  # (B, Q) those rows first
         valid = torch.arange(num, device=rows.device)[None, :] < counts[:, None]
         positions = positions.masked_fill(~valid, 0)
-        keep = ctx.keep
-        if keep is not None:  # (B, H, N, K) -> the rows' masks (B, H, Q, K)
-            drop, p = keep
-            index = positions[:, None, :, None].expand(-1, drop.shape[1], -1, drop.shape[3])
-            keep = (drop.gather(2, index), p)
+        kept = ctx.kept.rows(positions) if ctx.kept.drop is not None else ctx.kept  # (B, H, Q, K) of the rows
         with torch.enable_grad():
             lat = latents.detach().requires_grad_(latents.requires_grad)
-            out, _ = ctx.decode(lat, ctx.x, positions, keep, False)
+            out, _ = ctx.decode(lat, ctx.x, positions, kept)
             index = positions.view(*positions.shape, *([1] * (grad_out.dim() - 2))).expand(-1, -1, *grad_out.shape[2:])
             grad = grad_out.gather(1, index) * valid.view(*valid.shape, *([1] * (grad_out.dim() - 2)))
             inputs = ([lat] if lat.requires_grad else []) + list(params)
@@ -280,18 +228,19 @@ def decode_row_sparse(decoder: "PerceiverDecoder", latents: Tensor, x: Optional[
 
     output = output_adapter.forward if isinstance(output_adapter, nn.Module) else output_adapter
 
-    def decode(lat, x_in, positions, keep, new_keep):
-        # No module calls (module hooks, e.g. of profilers, cannot follow this backward pass); without autograd,
-        # the queries are a no-grad view of a parameter: detach it.
+    def decode(lat, x_in, positions, kept):
+        # The decoder's own layer, through ``_forward`` (not activation checkpointing: the backward pass recomputes
+        # anyway). Its attention dropout draws into ``kept``, so that the rows recomputed in the backward pass drop
+        # what the forward pass dropped. Without autograd, the queries are a no-grad view of a parameter: detach it.
         queries = decoder.query_provider.forward(x_in, positions)
         if not torch.is_grad_enabled():
             queries = queries.detach()
-        hidden, keep = cross_attend(decoder.cross_attention, queries, lat, keep, new_keep and decoder.training)
-        return (output(hidden) if output is not None else hidden), keep
+        hidden = decoder.cross_attention._forward(queries, lat, kept_dropout=kept)  # (B, Q, E)
+        return (output(hidden) if output is not None else hidden), kept
 
     params = [p for p in params if p.requires_grad]
     with torch.no_grad():
-        computed = [decode(latents, x, None, None, True)]
+        computed = [decode(latents, x, None, KeptDropout())]
     return _RowSparseDecode.apply(decode, computed, latents, x, *params)
 
 
@@ -302,7 +251,5 @@ __all__ = [
     "PositionQueryProvider",
     "QueryProvider",
     "TrainableQueryProvider",
-    "cross_attend",
     "decode_row_sparse",
-    "init_weights",
 ]

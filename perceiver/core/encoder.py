@@ -25,7 +25,9 @@ from typing import Optional, Union
 from torch import Tensor, nn
 
 from perceiver.config_checks import check_ranges
-from perceiver.core.decoder import TrainableQueryProvider, init_weights
+from perceiver.core.attention import attend_mask
+from perceiver.core.decoder import TrainableQueryProvider
+from perceiver.core.init import init_parameters
 from perceiver.core.layers import CrossAttentionLayer, SelfAttentionBlock, set_activation_checkpointing
 from perceiver.core.split import SplitInput
 
@@ -111,7 +113,7 @@ class PerceiverEncoder(nn.Module):
         self.self_attention_n = None
         if config.num_self_attention_blocks > 1 and not config.first_self_attention_block_shared:
             self.self_attention_n = self._self_attention_block()
-        init_weights(self, config.init_scale)
+        init_parameters(self, config.init_scale)
         set_activation_checkpointing(self, config.activation_checkpointing)
 
     def _cross_attention_layer(self) -> CrossAttentionLayer:
@@ -164,7 +166,8 @@ class PerceiverEncoder(nn.Module):
                 f"encoder input must have shape (batch, positions, {self.config.num_input_channels}), "
                 f"got {tuple(x.shape)}"
             )
-        mask = key_mask(pad_mask)
+        padded = pad_mask is not None and bool(pad_mask.any())
+        mask = attend_mask(pad_mask if padded else None)  # (B, 1, 1, N), shared by the latents
         latents = self.latent_provider()  # (1, M, D): normalised and projected once, broadcast over the batch
         for i in range(self.config.num_self_attention_blocks):
             if i < self.config.num_cross_attention_layers:
@@ -174,22 +177,8 @@ class PerceiverEncoder(nn.Module):
         return latents.expand(x.shape[0], -1, -1) if latents.shape[0] != x.shape[0] else latents
 
 
-def key_mask(pad_mask: Optional[Tensor]) -> Optional[Tensor]:
-    """Cross-attention mask (B, 1, 1, N), True = may attend, from a key pad mask (B, N) (True = padding).
-
-    Returns None when nothing is padded. A row that is all padding attends to all its positions (its output is
-    meaningless but finite) instead of producing NaN.
-    """
-    if pad_mask is None or not pad_mask.any():
-        return None
-    keep = ~pad_mask
-    keep = keep | ~keep.any(dim=1, keepdim=True)
-    return keep[:, None, None, :]
-
-
 __all__ = [
     "PerceiverEncoder",
     "PerceiverEncoderConfig",
     "SplitInput",
-    "key_mask",
 ]

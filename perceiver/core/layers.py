@@ -90,9 +90,11 @@ class CrossAttentionLayer(_Checkpointable):
         rotary_k: Optional[Rotary] = None,
         kv_cache: Optional[KVCache] = None,
         num_query_norm_keys: int = 0,
+        kept_dropout=None,
     ) -> Tensor:
         """:param num_query_norm_keys: the last ``num_query_norm_keys`` key/value positions are normalised with the
-            query LayerNorm instead of the key/value one (krasserm's Perceiver AR, whose latents are the last keys)"""
+            query LayerNorm instead of the key/value one (krasserm's Perceiver AR, whose latents are the last keys)
+        :param kept_dropout: attention-dropout mask to draw into or reuse (see :class:`MultiHeadAttention`)"""
         kv_norm = self.kv_norm
         if num_query_norm_keys:
             split = x_kv.shape[1] - num_query_norm_keys
@@ -100,7 +102,7 @@ class CrossAttentionLayer(_Checkpointable):
             kv_norm = None
         h = self.attention(
             x_q, x_kv, attend_mask, rotary_q=rotary_q, rotary_k=rotary_k, kv_cache=kv_cache,
-            q_norm=self.q_norm, kv_norm=kv_norm,
+            q_norm=self.q_norm, kv_norm=kv_norm, kept_dropout=kept_dropout,
         )
         x = x_q + self.dropout(h) if self.attention_residual else self.dropout(h)
         return x + self.dropout(self.mlp(x))

@@ -245,8 +245,16 @@ def freeze_encoder(model: Classifier) -> None:
             parameter.requires_grad_(False)
 
 
+def prepare_training(model: Classifier) -> None:
+    """Before training (the task's ``prepare``): the encoder starts from ``encoder_from`` and stays fixed with
+    ``freeze_encoder``."""
+    if model.config.encoder_from:
+        init_encoder_from(model, model.config.encoder_from)
+    if model.config.freeze_encoder:
+        freeze_encoder(model)
+
 
 __all__ = [
-    "Classifier", "ClassifierConfig", "batch_metrics", "freeze_encoder", "init_encoder_from",
+    "Classifier", "ClassifierConfig", "batch_metrics", "freeze_encoder", "init_encoder_from", "prepare_training",
     "read_model_config",
 ]

@@ -1,4 +1,5 @@
-"""Evaluate a trained model on a data set's validation split, without a Trainer."""
+"""Evaluate a trained model on a data set's validation split, without Lightning: the task's registered
+``batch_metrics``, aggregated as validation aggregates them (:class:`~perceiver.training.metrics.WeightedMeans`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any, Dict, Iterable, Optional
 
 import torch
 
-from perceiver import registry
+from perceiver.training.metrics import WeightedMeans, task_metrics
 
 
 @torch.no_grad()
@@ -23,10 +24,9 @@ def evaluate(
 
     Adds ``perplexity`` = exp(loss) for causal language models (per byte for byte-level models, else per token).
     """
-    lit_class = registry.resolve(registry.get("task", task).metadata["lightning"])
+    batch_metrics = task_metrics(task)
     model = model.to(device).eval()
-    totals: Dict[str, float] = {}
-    count = 0.0
+    means = WeightedMeans(device)
     total = len(batches) if hasattr(batches, "__len__") else None
     if max_batches is not None and total is not None:
         total = min(total, max_batches)
@@ -37,14 +37,11 @@ def evaluate(
         if max_batches is not None and index >= max_batches:
             break
         batch = [item.to(device) if torch.is_tensor(item) else item for item in batch]
-        out = lit_class.compute(model, batch)
-        weight = float(out.pop("count"))
-        count += weight
-        for key, value in out.items():
-            totals[key] = totals.get(key, 0.0) + float(value) * weight
+        means.update(batch_metrics(model, batch))
+    metrics = {key: float(value) for key, value in means.compute().items()}
+    count = metrics.pop("count")
     if count == 0:
         raise ValueError("the validation data produced no predictions")
-    metrics = {key: value / count for key, value in totals.items()}
     if "bpb" in metrics or "bits_per_token" in metrics:
         metrics["perplexity"] = math.exp(metrics["loss"])
     metrics["predictions"] = count

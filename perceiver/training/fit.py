@@ -262,17 +262,15 @@ def fit(plan: TrainPlan, callbacks: Optional[Sequence[pl.Callback]] = None) -> D
     check_devices(cfg)  # before anything slow
     resume_from = _resume_path(plan)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    task_entry = registry.get("task", plan.task)
-    lit_class = registry.resolve(task_entry.metadata["lightning"])
     datamodule = registry.get("dataset", plan.dataset).load()(plan.data_config)
-    lit = lit_class(plan.model_config, plan.optimizer_config)
+    lit = LitTask(plan.model_config, plan.optimizer_config, task=plan.task)
     if cfg.compile:
         lit.model.compile()  # in place: parameter names, and so checkpoints, stay those of the eager model
     last = checkpoint_dir(cfg.output_dir) / LAST_CHECKPOINT
     stop = StopOnSignal(str(last))
     trainer = build_trainer(
-        plan, callbacks=[stop, *(callbacks or [])], fsdp_units=getattr(lit_class, "fsdp_units", None),
-        resume_step=_checkpoint_step(resume_from), throughput_unit=getattr(lit_class, "throughput_unit", "items/s"),
+        plan, callbacks=[stop, *(callbacks or [])], fsdp_units=lit.fsdp_units,
+        resume_step=_checkpoint_step(resume_from), throughput_unit=lit.throughput_unit,
     )
     stop.install()
     try:

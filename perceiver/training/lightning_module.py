@@ -1,5 +1,11 @@
-"""The Lightning modules that train the tasks: :class:`LitTask` (optimizer, schedule, logging) and the built-in
-tasks' ``LitCausalLanguageModel``, ``LitMaskedLanguageModel`` and ``LitClassifier``.
+"""The one Lightning module that trains every registered task, :class:`LitTask`, and its named specialisations for
+the built-in tasks (``LitCausalLanguageModel``, ``LitMaskedLanguageModel``, ``LitClassifier``).
+
+A task's registration says everything training needs (metadata; see docs/plugins.md): ``metrics``, its
+``batch_metrics(model, batch) -> {"loss", "count", ...}`` (the loss is optimised, everything is logged), and
+optionally ``prepare`` (called with the new model before training, e.g. to load or freeze an encoder),
+``throughput_unit`` (what ``count`` counts, per second) and ``fsdp_units``. ``perceiver eval`` uses the same
+``metrics`` without Lightning (:mod:`.evaluate`).
 
 The callbacks that run a training are in :mod:`.callbacks` and :mod:`.progress`, the checkpoint writer in
 :mod:`.checkpoint_io`. The models (``perceiver.tasks.clm`` etc.) do not import Lightning; this module does.
@@ -14,57 +20,77 @@ from typing import Any, Dict, Optional, Tuple, Union
 import pytorch_lightning as pl
 import torch
 
+from perceiver import registry
 from perceiver.core.layers import CrossAttentionLayer, SelfAttentionLayer
-from perceiver.tasks import clf, clm, mlm
 from perceiver.training.config import OptimizerConfig
+from perceiver.training.metrics import WeightedMeans, task_metrics
 from perceiver.training.schedules import ConstantWithWarmupLR, CosineWithWarmupLR
 
 
 class LitTask(pl.LightningModule):
-    """Base of the Lightning modules: builds ``model_class(config)``, logs what ``step`` returns.
+    """Trains the model of any registered task: ``LitTask(config, task="clm")``.
 
-    Subclasses set ``task_name``, ``config_class``, ``model_class`` and implement ``compute(model, batch) -> dict``
-    with ``loss`` and ``count`` (how many predictions the batch holds, the weight of its metrics); other entries are
-    logged as ``val_<key>``. ``compute`` is static so that ``perceiver eval`` uses it on a loaded model.
-    Hyperparameters are stored as plain dicts so that checkpoints load with ``torch.load(weights_only=True)``.
+    ``config`` is the task's config dataclass (or a dict of its fields); ``optimizer`` an
+    :class:`~perceiver.training.config.OptimizerConfig` (or a dict). Validation logs ``val_<key>`` for every
+    ``batch_metrics`` key, weighted by ``count``. Hyperparameters are stored as plain dicts (task, config,
+    optimizer), so that checkpoints load with ``torch.load(weights_only=True)`` and ``LitTask.load_from_checkpoint``
+    rebuilds the module.
     """
 
-    task_name: str = ""
-    throughput_unit: str = "items/s"
-    """What ``count`` counts, per second: the throughput shown while training and logged under this name."""
-    config_class: type = type(None)
-    model_class: type = type(None)
+    task_name: Optional[str] = None
+    """The task of a named specialisation (``LitCausalLanguageModel``: ``"clm"``); None for the generic module."""
     fsdp_units: Tuple[type, ...] = (CrossAttentionLayer, SelfAttentionLayer)
-    """Layer classes that ``--strategy fsdp`` shards as one unit each."""
+    """Layer classes that ``--strategy fsdp`` shards as one unit each (a task may register its own)."""
 
     def __init__(
-        self, config: Union[Dict[str, Any], Any], optimizer: Union[Dict[str, Any], OptimizerConfig, None] = None
+        self,
+        config: Union[Dict[str, Any], Any],
+        optimizer: Union[Dict[str, Any], OptimizerConfig, None] = None,
+        task: Optional[str] = None,
     ):
         super().__init__()
-        if not isinstance(config, self.config_class):
-            config = self.config_class(**config)
+        task = self._check_task(task)
+        entry = registry.get("task", task)
+        config_class = entry.config_class()
+        if not isinstance(config, config_class):
+            config = config_class(**config)
         if optimizer is None:
             optimizer = OptimizerConfig()
         elif not isinstance(optimizer, OptimizerConfig):
             optimizer = OptimizerConfig(**optimizer)
-        self.save_hyperparameters({"config": asdict(config), "optimizer": asdict(optimizer)})
+        self.save_hyperparameters({"task": task, "config": asdict(config), "optimizer": asdict(optimizer)})
+        self.task = task
+        self.batch_metrics = task_metrics(task)
+        self.throughput_unit: str = entry.metadata.get("throughput_unit", "items/s")
+        """What ``count`` counts, per second: the throughput shown while training and logged under this name."""
+        if "fsdp_units" in entry.metadata:
+            self.fsdp_units = tuple(registry.resolve(unit) for unit in entry.metadata["fsdp_units"])
         self.optimizer_config = optimizer
-        self.model = self.model_class(config)
+        self.model = entry.load()(config)
+        if entry.metadata.get("prepare"):
+            registry.resolve(entry.metadata["prepare"])(self.model)
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
         """Counted before FSDP shards the parameters."""
         # FSDP flattens parameters before configure_optimizers runs: remember which ones are matrices
         self._param_dims = {name: p.dim() for name, p in self.named_parameters()}
 
     @classmethod
-    def create(cls, config: Any, optimizer: Union[OptimizerConfig, Dict[str, Any], None] = None) -> "LitTask":
-        return cls(config, optimizer)
+    def _check_task(cls, task: Optional[str]) -> str:
+        if cls.task_name is not None and task not in (None, cls.task_name):
+            raise ValueError(f"{cls.__name__} trains task {cls.task_name!r}, not {task!r}: use LitTask(config, "
+                             f"task={task!r})")
+        task = task or cls.task_name
+        if task is None:
+            raise TypeError("LitTask needs the task to train: LitTask(config, task=NAME)")
+        return task
 
-    @staticmethod
-    def compute(model: torch.nn.Module, batch) -> Dict[str, torch.Tensor]:
-        raise NotImplementedError
+    @classmethod
+    def create(cls, config: Any, optimizer: Union[OptimizerConfig, Dict[str, Any], None] = None,
+               task: Optional[str] = None) -> "LitTask":
+        return cls(config, optimizer, task=task)
 
     def step(self, batch) -> Dict[str, torch.Tensor]:
-        return self.compute(self.model, batch)
+        return self.batch_metrics(self.model, batch)
 
     def training_step(self, batch, batch_idx):
         """Returns ``loss`` and ``count`` (a tensor, never read here: the progress callback sums it on the device).
@@ -84,34 +110,29 @@ class LitTask(pl.LightningModule):
         return every > 0 and (self.trainer.global_step + 1) % every == 0
 
     def on_validation_epoch_start(self):
-        self._val_totals: Dict[str, torch.Tensor] = {}
+        self._val_means = WeightedMeans(self.device)
         if self.trainer.world_size > 1 and not getattr(self, "_val_sampler_checked", False):
             self._val_sampler_checked = True
             _warn_if_padded(self.trainer.val_dataloaders)
 
     def validation_step(self, batch, batch_idx):
-        out = self.step(batch)
-        count = torch.as_tensor(out.pop("count"), device=self.device).detach().float()
-        for key, value in out.items():
-            total = self._val_totals.get(key, 0.0)
-            self._val_totals[key] = total + torch.as_tensor(value, device=self.device).detach().float() * count
-        self._val_totals["count"] = self._val_totals.get("count", 0.0) + count
+        self._val_means.update(self.step(batch))
 
     def on_validation_epoch_end(self):
         """Log ``val_<key>`` = sum(value * count) / sum(count) over every batch of every rank: the same numbers as
         ``perceiver eval`` on the same data, on any number of devices."""
-        totals = getattr(self, "_val_totals", {})
-        if "count" not in totals:
+        means = getattr(self, "_val_means", None)
+        if means is None or not means.means:
             return
-        keys = sorted(k for k in totals if k != "count") + ["count"]
-        summed = self.trainer.strategy.reduce(torch.stack([totals[k] for k in keys]), reduce_op="sum")
-        for key, value in zip(keys[:-1], summed[:-1]):
-            # already global; sync_dist only averages equal values (and tells Lightning the value is global)
-            self.log(f"val_{key}", value / summed[-1].clamp(min=1), prog_bar=key == "loss", sync_dist=True)
-        self._val_totals = {}
+        metrics = means.compute()  # already global (summed over ranks)
+        if metrics.pop("count") > 0:
+            for key, value in metrics.items():
+                # sync_dist only averages equal values (and tells Lightning the value is global)
+                self.log(f"val_{key}", value.float(), prog_bar=key == "loss", sync_dist=True)
+        self._val_means = None
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        checkpoint["perceiver_task"] = self.task_name
+        checkpoint["perceiver_task"] = self.task
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         """On resume, before Lightning restores the optimizer and schedule: this run's optimizer options (which
@@ -200,41 +221,21 @@ def config_dict(config: Any) -> Dict[str, Any]:
 
 
 class LitCausalLanguageModel(LitTask):
-    """Trains a :class:`~perceiver.tasks.clm.CausalLanguageModel`: cross-entropy on the latent positions; logs
-    loss and bits per byte. Batches are ``(labels, input_ids, pad_mask)`` with labels -100 where no prediction is
-    wanted."""
+    """:class:`LitTask` of the ``clm`` task (:class:`~perceiver.tasks.clm.CausalLanguageModel`): loss and bits per
+    byte of next-token prediction on the latent positions."""
 
     task_name = "clm"
-    throughput_unit = "tok/s"
-    config_class = clm.CausalLanguageModelConfig
-    model_class = clm.CausalLanguageModel
-    compute = staticmethod(clm.batch_metrics)
 
 
 class LitMaskedLanguageModel(LitTask):
-    """Trains a :class:`~perceiver.tasks.mlm.MaskedLanguageModel` on byte corpora; logs loss and masked-token
-    accuracy (see :func:`perceiver.tasks.mlm.batch_metrics`)."""
+    """:class:`LitTask` of the ``mlm`` task (:class:`~perceiver.tasks.mlm.MaskedLanguageModel`): loss and accuracy
+    on the masked tokens."""
 
     task_name = "mlm"
-    throughput_unit = "tok/s"
-    config_class = mlm.MaskedLanguageModelConfig
-    model_class = mlm.MaskedLanguageModel
-    compute = staticmethod(mlm.batch_metrics)
 
 
 class LitClassifier(LitTask):
-    """Trains a :class:`~perceiver.tasks.clf.Classifier`: cross-entropy, accuracy. With ``encoder_from`` the
-    encoder starts from a trained model, and ``freeze_encoder`` keeps it fixed."""
+    """:class:`LitTask` of the ``clf`` task (:class:`~perceiver.tasks.clf.Classifier`): loss and accuracy. With
+    ``encoder_from`` the encoder starts from a trained model, and ``freeze_encoder`` keeps it fixed."""
 
     task_name = "clf"
-    throughput_unit = "items/s"
-    config_class = clf.ClassifierConfig
-    model_class = clf.Classifier
-    compute = staticmethod(clf.batch_metrics)
-
-    def __init__(self, config, optimizer=None):
-        super().__init__(config, optimizer)
-        if self.model.config.encoder_from:
-            clf.init_encoder_from(self.model, self.model.config.encoder_from)
-        if self.model.config.freeze_encoder:
-            clf.freeze_encoder(self.model)

@@ -158,6 +158,8 @@ def plan_training(
     ``base``: a stored run (:func:`run_record`), the lowest layer, below even the config defaults.
     """
     task_entry = registry.get("task", task)
+    if "metrics" not in task_entry.metadata:
+        raise PlanError(f"task {task!r} registers no metrics function (metadata 'metrics'): it cannot be trained")
     layers: List[Dict[str, Dict[str, Any]]] = []  # lowest precedence first
     base = base or {}
     base_data, base_data_opts = _name_and_options(base.get("data"), "data", RUN_FILE)
