@@ -80,6 +80,9 @@ class TrainerConfig:
     """torch.compile the model."""
     progress: bool = True
     """A live progress bar when stderr is a terminal; otherwise, and with --no-progress, plain lines."""
+    init_from: Optional[str] = None
+    """Start from the weights of this model (an export, run, .ckpt, Hub repo id, krasserm or DeepMind model of the
+    same task), keeping its architecture and tokenizer (see docs/hub.md)."""
 
     def __post_init__(self):
         check_ranges(

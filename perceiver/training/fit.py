@@ -29,6 +29,7 @@ from perceiver.checkpoint import load_model, save_model
 from perceiver.training.callbacks import LoggedStepsFollowGlobalStep, SeedEveryStep, StepCheckpoint, StopOnSignal
 from perceiver.training.checkpoint_io import AtomicCheckpointIO
 from perceiver.training.config import PRECISIONS, TrainerConfig
+from perceiver.training.init_from import load_initial_weights
 from perceiver.training.lightning_module import LitTask
 from perceiver.training.logs import run_logger
 from perceiver.training.plan import RUN_FILE, PlanError, TrainPlan, changed_model_fields
@@ -264,6 +265,8 @@ def fit(plan: TrainPlan, callbacks: Optional[Sequence[pl.Callback]] = None) -> D
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = registry.get("dataset", plan.dataset).load()(plan.data_config)
     lit = LitTask(plan.model_config, plan.optimizer_config, task=plan.task)
+    if cfg.init_from and resume_from is None:  # a resumed run's checkpoint holds its weights
+        load_initial_weights(lit.model, cfg.init_from)
     if cfg.compile:
         lit.model.compile()  # in place: parameter names, and so checkpoints, stay those of the eager model
     last = checkpoint_dir(cfg.output_dir) / LAST_CHECKPOINT

@@ -33,7 +33,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from perceiver import registry
 from perceiver.compatibility import check_fit
 from perceiver.config_fields import OptionError, field_default, field_types, parse_value
+from perceiver.tokenizers import is_bytes
 from perceiver.training.config import OptimizerConfig, TrainerConfig
+from perceiver.training.init_from import InitFromError, check_same_tokenizer, check_weights_fit, read_initial_model
 
 SECTIONS = ("model", "adapter", "data", "optimizer", "trainer")
 ADAPTER_SHARED = ("vocab_size", "max_seq_len", "num_channels", "num_heads")
@@ -46,7 +48,8 @@ RUN_FILE = "run.yaml"
 """The resolved plan of a run, in ``output_dir``; also a valid ``--config`` file."""
 MAY_CHANGE_ON_RESUME = ("model.activation_checkpointing", "data.num_workers", "data.cache_dir")
 """Options outside the trainer section that a resumed run may change: they change speed or memory, not results."""
-FIXED_ON_RESUME = ("trainer.seed", "trainer.accumulate_grad_batches", "trainer.gradient_clip", "trainer.output_dir")
+FIXED_ON_RESUME = ("trainer.seed", "trainer.accumulate_grad_batches", "trainer.gradient_clip", "trainer.output_dir",
+                   "trainer.init_from")
 """Trainer options that a resumed run keeps: they change which data is read or how the optimizer steps."""
 
 
@@ -184,6 +187,9 @@ def plan_training(
     preset = preset or file_model.pop("preset", None)
     file_model.pop("preset", None)
 
+    initial = _initial_model(task, options, sets, file_values, base) if not resume else None
+    if initial is not None and preset:
+        raise PlanError(f"--init-from {initial.source} keeps that model's architecture: leave out --model {preset}")
     if preset:
         preset_entry = registry.get("model", preset)
         if preset_entry.metadata.get("task") != task:
@@ -208,7 +214,7 @@ def plan_training(
     candidates = (  # highest precedence first; the data set's adapter is only the default
         set_adapters[-1] if set_adapters else None, adapter, file_adapter, file_model.get("adapter"),
         layers[1 if base else 0]["model"].get("adapter") if preset else None, base_adapter,
-        dataset_entry.metadata.get("adapter"),
+        initial.adapter if initial else None, dataset_entry.metadata.get("adapter"),
     )
     adapter = next((name for name in candidates if name), None)
     if not adapter:
@@ -249,13 +255,19 @@ def plan_training(
     _check_data_options(dataset_entry, given_data)
 
     model_values = {k: v for k, v in merged["model"].items() if v is not None}
+    if initial is not None:  # the source's architecture, below what the user gives explicitly
+        model_values = {**initial.model_values, **model_values}
     model_values["adapter"] = adapter
-    adapter_options = dict(model_values.get("adapter_options") or {})
+    adapter_options = dict(initial.adapter_options if initial and adapter == initial.adapter else {})
+    adapter_options.update(model_values.get("adapter_options") or {})
     adapter_options.update(merged["adapter"])
     model_values["adapter_options"] = adapter_options
     model_values = with_model_facts(model_values, classes["model"], dataset_entry, merged["data"])
     model_config = _configured("model", classes["model"], lambda: task_entry.build_config(**model_values))
     _check_adapter_options(adapter_entry, classes["adapter"], model_config)
+    if initial is not None:
+        given = {k: v for k, v in merged["model"].items() if v is not None}
+        _planned(lambda: check_weights_fit(initial, task, model_config, given))
     trainer_config = _configured("trainer", TrainerConfig, lambda: TrainerConfig(**merged["trainer"]))
     optimizer_config = _configured("optimizer", OptimizerConfig, lambda: OptimizerConfig(**merged["optimizer"]))
     _check_logger(trainer_config)
@@ -268,7 +280,14 @@ def plan_training(
             data_values[key] = model_fields[key]
     if "seed" in data_fields and "seed" not in data_values:
         data_values["seed"] = trainer_config.seed
+    if initial is not None and not is_bytes(initial.tokenizer):  # the source's tokenizer reads the data
+        if "tokenizer" not in data_fields:
+            raise PlanError(f"--init-from {initial.source} has a subword tokenizer, but data set {dataset!r} reads "
+                            "bytes only")
+        data_values.setdefault("tokenizer", initial.source)
     data_config = _configured("data", classes["data"], lambda: dataset_entry.build_config(**data_values))
+    if initial is not None:
+        _planned(lambda: check_same_tokenizer(initial, getattr(data_config, "tokenizer", None)))
     if getattr(data_config, "tokenizer", None) and not task_entry.metadata.get("subword_tokens"):
         raise PlanError(f"task {task!r} reads bytes: --tokenizer (data.tokenizer) is for tasks that read subword "
                         "tokens (clm)")
@@ -280,6 +299,24 @@ def plan_training(
             "the learning rate never leaves warm-up"
         )
     return plan
+
+
+def _initial_model(task: str, options, sets, file_values: Dict[str, Any], base: Dict[str, Any]):
+    """The ``--init-from`` source of the run (``trainer.init_from`` from any layer), read; None without one."""
+    candidates = [value for section, key, value in parse_sets(sets or [])
+                  if key == "init_from" and section in (None, "trainer")]
+    candidates += [(options or {}).get("trainer", {}).get("init_from"),
+                   (file_values.get("trainer") or {}).get("init_from"), (base.get("trainer") or {}).get("init_from")]
+    source = next((value for value in candidates if value), None)
+    return _planned(lambda: read_initial_model(str(source), task)) if source else None
+
+
+def _planned(step: Callable[[], Any]) -> Any:
+    """``step()``, an :class:`~perceiver.training.init_from.InitFromError` told as a plan error."""
+    try:
+        return step()
+    except InitFromError as error:
+        raise PlanError(str(error)) from None
 
 
 def _configured(section: str, config_class: Optional[type], build: Callable[[], Any]) -> Any:
