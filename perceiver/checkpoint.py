@@ -109,9 +109,10 @@ def resolve_model_path(path: Union[str, Path]) -> Path:
     if not path.exists():
         raise ModelLoadError(f"model path {str(path)!r} does not exist")
     if path.is_dir():
-        if (path / CONFIG_FILE).exists():
+        adapter = "adapter_config.json"  # a LoRA run's export (perceiver.training.lora)
+        if (path / CONFIG_FILE).exists() or (path / adapter).exists():
             return path
-        if (path / "model" / CONFIG_FILE).exists():
+        if (path / "model" / CONFIG_FILE).exists() or (path / "model" / adapter).exists():
             return path / "model"
         last = path / "checkpoints" / "last.ckpt"
         if last.exists():
@@ -248,6 +249,11 @@ def load_model(path: Union[str, Path], task: str = None, map_location: str = "cp
         decoding cache, in it (:func:`perceiver.inference.cast`)
     """
     path = resolve_model_path(path)
+    if path.is_dir() and not (path / CONFIG_FILE).exists():  # a LoRA run's adapter: merged into its base
+        from perceiver.inference import cast
+        from perceiver.training.lora import load_lora
+
+        return cast(load_lora(path, task).to(map_location).eval(), dtype, map_location)
     if path.is_dir():
         meta = _read_json(path / CONFIG_FILE)
         from perceiver.hf.krasserm import is_krasserm_config

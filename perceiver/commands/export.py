@@ -16,17 +16,25 @@ def export(
     force: bool = typer.Option(
         False, "--force", help="Replace an earlier export in --output (files perceiver did not write are kept)."
     ),
+    merge: bool = typer.Option(
+        False, "--merge", help="SOURCE is a LoRA run: write its base model with the adapter merged in."
+    ),
 ) -> None:
     """Write [bold]SOURCE[/] as an export of this project: [bold]config.json[/] + [bold]model.safetensors[/] and
-    the files of its tokenizer (none for byte models).
+    the files of its tokenizer (none for byte models). A LoRA run needs [bold]--merge[/].
 
     Example: [bold]perceiver export runs/my-clm --output models/my-clm[/]
     """
     from rich.console import Console
 
-    from perceiver.checkpoint import check_export_target, load_model, save_model
+    from perceiver.checkpoint import ModelLoadError, check_export_target, load_model, resolve_model_path, save_model
     from perceiver.tokenizers import load_tokenizer
+    from perceiver.training.lora import is_lora_dir
 
+    lora = is_lora_dir(resolve_model_path(source))
+    if lora != merge:
+        raise ModelLoadError(f"{source} is a LoRA run: pass --merge to write a plain model with the adapter merged in"
+                             if lora else f"{source} is not a LoRA run: --merge merges a LoRA adapter into its base")
     check_export_target(output, overwrite=force)
     model = load_model(source)
     tokenizer = load_tokenizer(source)

@@ -83,6 +83,12 @@ class TrainerConfig:
     init_from: Optional[str] = None
     """Start from the weights of this model (an export, run, .ckpt, Hub repo id, krasserm or DeepMind model of the
     same task), keeping its architecture and tokenizer (see docs/hub.md)."""
+    lora_r: int = 0
+    """LoRA rank: train only low-rank adapters of the --init-from model's linear layers (0: train every weight)."""
+    lora_alpha: float = 16.0
+    """LoRA scale numerator: the adapter's update is multiplied by lora_alpha / lora_r."""
+    lora_targets: str = "q,k,v,o,mlp"
+    """Linear layers that get LoRA adapters: q, k, v, o (attention projections), mlp (fc1, fc2), or layer names."""
 
     def __post_init__(self):
         check_ranges(
@@ -90,7 +96,7 @@ class TrainerConfig:
             {"max_steps": ">= 1", "val_check_interval": ">= 1", "limit_val_batches": ">= 0",
              "accumulate_grad_batches": ">= 1", "gradient_clip": ">= 0", "num_nodes": ">= 1",
              "distributed_timeout": ">= 1", "seed": f"[0, {MAX_SEED}]", "log_every_n_steps": ">= 1",
-             "checkpoint_every": ">= 0", "checkpoint_every_minutes": ">= 0"},
+             "checkpoint_every": ">= 0", "checkpoint_every_minutes": ">= 0", "lora_r": ">= 0", "lora_alpha": "> 0"},
         )
         if self.logger not in ("csv", "tensorboard"):
             raise ValueError(f"logger must be csv or tensorboard, got {self.logger!r}")

@@ -26,6 +26,7 @@ import torch
 
 from perceiver import registry
 from perceiver.checkpoint import load_model, save_model
+from perceiver.training import lora
 from perceiver.training.callbacks import LoggedStepsFollowGlobalStep, SeedEveryStep, StepCheckpoint, StopOnSignal
 from perceiver.training.checkpoint_io import AtomicCheckpointIO
 from perceiver.training.config import PRECISIONS, TrainerConfig
@@ -267,6 +268,9 @@ def fit(plan: TrainPlan, callbacks: Optional[Sequence[pl.Callback]] = None) -> D
     lit = LitTask(plan.model_config, plan.optimizer_config, task=plan.task)
     if cfg.init_from and resume_from is None:  # a resumed run's checkpoint holds its weights
         load_initial_weights(lit.model, cfg.init_from)
+    if cfg.lora_r:  # only the adapters train (a resumed run's checkpoint holds them, and the base weights)
+        lit.model = lora.wrap(lit.model, cfg)
+        lit.num_parameters = sum(p.numel() for p in lit.model.parameters() if p.requires_grad)
     if cfg.compile:
         lit.model.compile()  # in place: parameter names, and so checkpoints, stay those of the eager model
     last = checkpoint_dir(cfg.output_dir) / LAST_CHECKPOINT
@@ -285,7 +289,9 @@ def fit(plan: TrainPlan, callbacks: Optional[Sequence[pl.Callback]] = None) -> D
             raise
         trainer.save_checkpoint(last, weights_only=False)  # every rank takes part (FSDP gathers); rank 0 writes
         export_dir = Path(cfg.output_dir) / "model"
-        if trainer.is_global_zero:  # from the checkpoint: full weights even when the live model is sharded
+        if trainer.is_global_zero and cfg.lora_r:  # the adapter alone; load_model merges it into its base
+            lora.save_adapter(lit.model, export_dir, tokenizer=getattr(datamodule, "tokenizer", None))
+        elif trainer.is_global_zero:  # from the checkpoint: full weights even when the live model is sharded
             save_model(load_model(last), export_dir, task=plan.task, overwrite=True,  # the run's own export
                        tokenizer=getattr(datamodule, "tokenizer", None))
     finally:

@@ -36,6 +36,7 @@ from perceiver.config_fields import OptionError, field_default, field_types, par
 from perceiver.tokenizers import is_bytes
 from perceiver.training.config import OptimizerConfig, TrainerConfig
 from perceiver.training.init_from import InitFromError, check_same_tokenizer, check_weights_fit, read_initial_model
+from perceiver.training.lora import LoraError, check_lora
 
 SECTIONS = ("model", "adapter", "data", "optimizer", "trainer")
 ADAPTER_SHARED = ("vocab_size", "max_seq_len", "num_channels", "num_heads")
@@ -49,7 +50,7 @@ RUN_FILE = "run.yaml"
 MAY_CHANGE_ON_RESUME = ("model.activation_checkpointing", "data.num_workers", "data.cache_dir")
 """Options outside the trainer section that a resumed run may change: they change speed or memory, not results."""
 FIXED_ON_RESUME = ("trainer.seed", "trainer.accumulate_grad_batches", "trainer.gradient_clip", "trainer.output_dir",
-                   "trainer.init_from")
+                   "trainer.init_from", "trainer.lora_r", "trainer.lora_alpha", "trainer.lora_targets")
 """Trainer options that a resumed run keeps: they change which data is read or how the optimizer steps."""
 
 
@@ -270,6 +271,8 @@ def plan_training(
         _planned(lambda: check_weights_fit(initial, task, model_config, given))
     trainer_config = _configured("trainer", TrainerConfig, lambda: TrainerConfig(**merged["trainer"]))
     optimizer_config = _configured("optimizer", OptimizerConfig, lambda: OptimizerConfig(**merged["optimizer"]))
+    if trainer_config.lora_r:
+        _planned(lambda: check_lora(task, model_config, trainer_config))
     _check_logger(trainer_config)
 
     data_values = {k: v for k, v in merged["data"].items() if v is not None}
@@ -315,7 +318,7 @@ def _planned(step: Callable[[], Any]) -> Any:
     """``step()``, an :class:`~perceiver.training.init_from.InitFromError` told as a plan error."""
     try:
         return step()
-    except InitFromError as error:
+    except (InitFromError, LoraError) as error:
         raise PlanError(str(error)) from None
 
 
