@@ -14,8 +14,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from perceiver.adapters.base import TokenInputAdapter
-from perceiver.adapters.output import TiedTokenLogitsAdapter
+from perceiver.adapters.output import TokenLogitsAdapter
 from perceiver.adapters.text import TextAdapterConfig, TextBytesAdapter
 from perceiver.core.decoder import PerceiverDecoder, PerceiverDecoderConfig, PositionQueryProvider
 from perceiver.core.encoder import PerceiverEncoder, PerceiverEncoderConfig
@@ -33,11 +32,10 @@ SENTENCES = [
 
 def build(max_seq_len: int, channels: int, latents: int, latent_channels: int, layers: int) -> PerceiverIO:
     # 1. input adapter: UTF-8 bytes -> token + position embeddings (B, N, C)
-    token_adapter = TextBytesAdapter(
+    input_adapter = TextBytesAdapter(
         TextAdapterConfig(vocab_size=262, max_seq_len=max_seq_len, num_channels=channels, num_heads=4,
                           rotary_fraction=0.0)
     )
-    input_adapter = TokenInputAdapter(token_adapter)
     # 2. encoder: trainable latents (M, D) cross-attend to the input, then self-attend
     encoder = PerceiverEncoder(
         PerceiverEncoderConfig(
@@ -57,7 +55,7 @@ def build(max_seq_len: int, channels: int, latents: int, latent_channels: int, l
         queries,
     )
     # 4. output adapter: logits tied to the input embedding -> (B, N, 262)
-    output_adapter = TiedTokenLogitsAdapter(None, input_adapter)
+    output_adapter = TokenLogitsAdapter(None, input_adapter)
     return PerceiverIO(input_adapter, encoder, decoder, output_adapter)
 
 

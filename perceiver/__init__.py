@@ -22,8 +22,8 @@ _LAZY = {
         "SelfAttentionLayer",
     ],
     "perceiver.adapters": [
-        "ClassLogitsAdapter", "ImageAdapter", "ImageAdapterConfig", "TextAdapterConfig", "TextBytesAdapter",
-        "TiedTokenLogitsAdapter",
+        "ClassLogitsAdapter", "ClassLogitsConfig", "ImageAdapter", "ImageAdapterConfig", "InputAdapter", "OutputAdapter",
+        "TextAdapterConfig", "TextBytesAdapter", "TokenInputAdapter", "TokenLogitsAdapter",
     ],
 }
 _ORIGIN = {name: module for module, names in _LAZY.items() for name in names}

@@ -23,7 +23,7 @@ def register_adapters(register):
     )
     register(
         "token-logits",
-        "perceiver.adapters.output:TiedTokenLogitsAdapter",
+        "perceiver.adapters.output:TokenLogitsAdapter",
         config="perceiver.adapters.output:TokenLogitsConfig",
         description="Output side: token logits tied to the input embedding (mlm)",
         side="output",

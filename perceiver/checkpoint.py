@@ -171,6 +171,9 @@ def non_finite(state: Dict[str, torch.Tensor]) -> List[str]:
 
 
 def _load_state(model: nn.Module, state: Dict[str, torch.Tensor], source: Path) -> None:
+    from perceiver.adapters.base import rename_legacy_keys
+
+    rename_legacy_keys(state, getattr(model, "LEGACY_KEYS", {}))
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -140,8 +140,8 @@ def test_encoder_from_an_mlm_model_copies_and_freezes_the_encoder(mlm_dir, tmp_p
     model = lit.model
     assert torch.equal(model.encoder.cross_attention_1.attention.k_proj.weight,
                        mlm.encoder.cross_attention_1.attention.k_proj.weight)
-    assert torch.equal(model.input_adapter.adapter.position_embedding.weight,
-                       mlm.input_adapter.adapter.position_embedding.weight[:32])
+    assert torch.equal(model.input_adapter.position_embedding.weight,
+                       mlm.input_adapter.position_embedding.weight[:32])
     assert not any(p.requires_grad for p in model.encoder.parameters())
     assert all(p.requires_grad for p in model.decoder.parameters())
     # frozen parameters are left out of the optimizer: its groups hold exactly the trainable ones

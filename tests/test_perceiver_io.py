@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-from perceiver.adapters.base import TokenInputAdapter
 from perceiver.adapters.text import TextAdapterConfig, TextBytesAdapter
 from perceiver.core.attention import attend_mask
 from perceiver.core.decoder import (
@@ -145,13 +144,13 @@ def test_fourier_features_layout_coordinates_then_sines_then_cosines():
 
 
 def text_perceiver_io(num_queries=None, attention_dropout=0.0):
-    adapter = TokenInputAdapter(TextBytesAdapter(TextAdapterConfig(vocab_size=262, max_seq_len=16, num_channels=12,
-                                                                   num_heads=2, rotary_fraction=0.0)))
+    adapter = TextBytesAdapter(TextAdapterConfig(vocab_size=262, max_seq_len=16, num_channels=12, num_heads=2,
+                                                 rotary_fraction=0.0))
     encoder = PerceiverEncoder(encoder_config(attention_dropout=attention_dropout))
     provider = PositionQueryProvider(16, 12) if num_queries is None else TrainableQueryProvider(num_queries, 12)
     decoder = PerceiverDecoder(PerceiverDecoderConfig(16, 12, num_heads=2, attention_dropout=attention_dropout,
                                                       query_residual=False), provider)
-    return PerceiverIO(adapter, encoder, decoder, output_adapter=lambda hidden: adapter.adapter.logits(hidden))
+    return PerceiverIO(adapter, encoder, decoder, output_adapter=lambda hidden: adapter.logits(hidden))
 
 
 def test_perceiver_io_composes_adapter_encoder_decoder():
@@ -170,8 +169,7 @@ def test_perceiver_io_composes_adapter_encoder_decoder():
 
 
 def test_perceiver_io_checks_channel_counts():
-    adapter = TokenInputAdapter(TextBytesAdapter(TextAdapterConfig(vocab_size=262, max_seq_len=8, num_channels=10,
-                                                                   num_heads=2)))
+    adapter = TextBytesAdapter(TextAdapterConfig(vocab_size=262, max_seq_len=8, num_channels=10, num_heads=2))
     decoder = PerceiverDecoder(PerceiverDecoderConfig(16, 12), TrainableQueryProvider(1, 12))
     with pytest.raises(ValueError, match="produces 10 channels"):
         PerceiverIO(adapter, PerceiverEncoder(encoder_config()), decoder)

@@ -123,7 +123,7 @@ def test_train_with_the_plugin_adapter_then_load_eval_and_synthesize(installed, 
 
     model = load_model(out)
     assert model.config.adapter == "mulaw" and model.config.adapter_options == {"amplitude_bands": 4}
-    assert type(model.adapter).__module__ == "perceiver_audio.adapter"
+    assert type(model.input_adapter).__module__ == "perceiver_audio.adapter"
     logits = model(torch.randint(6, 262, (1, 128)), prefix_len=96)
     assert logits.shape == (1, 32, 262) and torch.isfinite(logits).all()
     assert load_model(out / "checkpoints" / "last.ckpt").config == model.config

@@ -96,12 +96,13 @@ def build_toy_adapter(config: ToyAdapterConfig):
     import torch
     from torch import nn
 
-    from perceiver.adapters.base import TokenAdapter
+    from perceiver.adapters.base import TokenInputAdapter
 
-    class ToyAdapter(TokenAdapter):
+    class ToyAdapter(TokenInputAdapter):
         def __init__(self):
             super().__init__()
-            self.num_channels = config.num_channels
+            self.vocab_size = config.vocab_size
+            self.num_input_channels = config.num_channels
             self.embedding = nn.Embedding(config.vocab_size, config.num_channels)
             self.position = nn.Embedding(config.max_seq_len, config.num_channels)
 
@@ -132,7 +133,7 @@ def test_hook_register_adapters(add_plugin, capsys, cli_width):
     assert (entry.package, entry.metadata) == ("perceiver-toy-adapters", {"modality": "text", "input": "tokens"})
     model = registry.create("task", "clm", max_seq_len=16, max_latents=4, num_channels=16, num_heads=2,
                             num_self_attention_layers=1, adapter="toy-tokens", adapter_options={"scale": 0.5})
-    assert model.adapter.num_channels == 16
+    assert model.input_adapter.num_input_channels == 16
     assert model(torch.randint(6, 262, (2, 16)), prefix_len=12).shape == (2, 4, 262)
 
     plan = plan_training("clm", "text", adapter="toy-tokens", sets=["adapter.scale=2"])

@@ -341,12 +341,12 @@ def check_token_adapter(name: str) -> None:
     """A tokens adapter: its own API on a tiny config, then as the adapter of a tiny clm model."""
     import torch
 
-    from perceiver.adapters.base import TokenAdapter
+    from perceiver.adapters.base import TokenInputAdapter
     from perceiver.core.position import positions
 
     adapter = registry.create("adapter", name, vocab_size=262, max_seq_len=32, num_channels=16, num_heads=2)
-    assert isinstance(adapter, TokenAdapter), f"{type(adapter).__name__} is not a TokenAdapter"
-    assert adapter.num_channels == 16
+    assert isinstance(adapter, TokenInputAdapter), f"{type(adapter).__name__} is not a TokenInputAdapter"
+    assert adapter.num_input_channels == 16 and adapter.vocab_size == 262
     ids = torch.randint(6, 262, (2, 12))
     pad = torch.zeros(2, 12, dtype=torch.bool)
     pad[1, :5] = True
@@ -378,12 +378,12 @@ def check_output_adapter(name: str) -> None:
     """An output adapter: ``factory(config, input_adapter)`` on a tiny token input adapter, forward and backward."""
     import torch
 
-    from perceiver.adapters.base import OutputAdapter, TokenInputAdapter
+    from perceiver.adapters.base import OutputAdapter
     from perceiver.tasks.perceiver_io_options import create_adapter
 
     token_adapter = registry.create("adapter", "text-bytes", vocab_size=262, max_seq_len=32, num_channels=16,
                                     num_heads=2)
-    adapter = create_adapter(name, {}, TokenInputAdapter(token_adapter), num_channels=16, num_classes=3)
+    adapter = create_adapter(name, {}, token_adapter, num_channels=16, num_classes=3)
     assert isinstance(adapter, OutputAdapter), f"{type(adapter).__name__} is not an OutputAdapter"
     hidden = torch.randn(2, 5, 16, requires_grad=True)
     out = adapter(hidden)

@@ -1,8 +1,10 @@
-"""Adapters between a task's data and the core blocks: inputs to channels, channels to task outputs."""
+"""Adapters between a task's data and the core blocks: the input side (inputs -> channels, with position
+information) and the output side (channels -> task outputs). The vocabulary is described in
+:mod:`perceiver.adapters.base`."""
 
-from perceiver.adapters.base import InputAdapter, OutputAdapter, TokenAdapter, TokenInputAdapter
+from perceiver.adapters.base import InputAdapter, OutputAdapter, TokenInputAdapter
 from perceiver.adapters.image import ImageAdapter, ImageAdapterConfig
-from perceiver.adapters.output import ClassLogitsAdapter, ClassLogitsConfig, TiedTokenLogitsAdapter, TokenLogitsConfig
+from perceiver.adapters.output import ClassLogitsAdapter, ClassLogitsConfig, TokenLogitsAdapter, TokenLogitsConfig
 from perceiver.adapters.text import TextAdapterConfig, TextBytesAdapter
 
 __all__ = [
@@ -14,8 +16,7 @@ __all__ = [
     "OutputAdapter",
     "TextAdapterConfig",
     "TextBytesAdapter",
-    "TiedTokenLogitsAdapter",
-    "TokenAdapter",
     "TokenInputAdapter",
+    "TokenLogitsAdapter",
     "TokenLogitsConfig",
 ]

@@ -54,7 +54,8 @@ class ImageAdapterConfig:
 
 
 class ImageAdapter(InputAdapter):
-    """``forward(images (B, H, W, C)) -> (x (B, H * W, C + P), None)`` with P = 2 * (2 * num_frequency_bands + 1).
+    """Input side for images: ``forward(images (B, H, W, C)) -> (x (B, H * W, C + P), None)``, with
+    P = 2 * (2 * num_frequency_bands + 1).
 
     Channel order of ``x``: the normalised pixel channels, then the position features (y, x coordinates in [-1, 1],
     their sines, their cosines; see :func:`perceiver.core.position.fourier_features`). ``x`` is a
@@ -73,7 +74,9 @@ class ImageAdapter(InputAdapter):
         self.register_buffer("std", torch.tensor(config.std or [0.5] * channels), persistent=False)
         self.num_input_channels = channels + features.shape[1]
 
-    def forward(self, images: Tensor, pad_mask: Optional[Tensor] = None):
+    def embed(self, images: Tensor, positions: Optional[Tensor] = None) -> SplitInput:
+        """(B, H, W, C) images -> (B, H * W, C + P) as a :class:`SplitInput`; the pixel grid is the position
+        information (Fourier features), so ``positions`` is not used."""
         if images.dim() != 4 or tuple(images.shape[1:]) != self.image_shape:
             height, width, channels = self.image_shape
             raise ValueError(
@@ -83,7 +86,10 @@ class ImageAdapter(InputAdapter):
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.to(self.mean.dtype)
         x = ((x - self.mean) / self.std).to(self.mean.dtype)  # uint8 images enter a bf16/fp16 model in its dtype
         x = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, HW, C)
-        return SplitInput(x, self.position_features.to(x.dtype)), None  # (B, HW, C) + (HW, P), see SplitInput
+        return SplitInput(x, self.position_features.to(x.dtype))  # (B, HW, C) + (HW, P), see SplitInput
+
+    def forward(self, images: Tensor, pad_mask: Optional[Tensor] = None):
+        return self.embed(images), None
 
 
 __all__ = ["ImageAdapter", "ImageAdapterConfig"]

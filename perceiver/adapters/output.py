@@ -1,4 +1,4 @@
-"""Output adapters of Perceiver IO: token logits tied to the input embedding, and class logits.
+"""Output adapters: token logits from a token input adapter (tied to its embedding), and class logits.
 
 Both are registered by name (``token-logits``, ``class-logits``) and built as ``factory(config, input_adapter)``.
 """
@@ -10,29 +10,29 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from perceiver.adapters.base import OutputAdapter, TokenAdapter, TokenInputAdapter
+from perceiver.adapters.base import OutputAdapter, TokenInputAdapter
 
 
 @dataclass
 class TokenLogitsConfig:
-    """The ``token-logits`` adapter has no options: its weights are the input adapter's token embedding."""
+    """The ``token-logits`` adapter has no options: its weights are the input adapter's."""
 
 
-class TiedTokenLogitsAdapter(OutputAdapter):
-    """``forward(hidden (B, Q, C)) -> logits (B, Q, vocab_size)`` = hidden @ embedding.T (+ the token adapter's
-    output bias). The embedding stays owned by the input adapter (one parameter tensor, saved once)."""
+class TokenLogitsAdapter(OutputAdapter):
+    """``forward(hidden (B, Q, C)) -> logits (B, Q, vocab_size)`` = the token input adapter's ``logits(hidden)``
+    (for ``text-bytes``: hidden @ embedding.T + bias). The weights stay owned by the input adapter (one parameter
+    tensor, saved once), so this module has no parameters of its own."""
 
     def __init__(self, config: Optional[TokenLogitsConfig], input_adapter: nn.Module):
         super().__init__()
-        token_adapter = input_adapter.adapter if isinstance(input_adapter, TokenInputAdapter) else input_adapter
-        if not isinstance(token_adapter, TokenAdapter):
+        if not isinstance(input_adapter, TokenInputAdapter):
             raise ValueError(
                 f"token-logits needs a token input adapter to tie to, got {type(input_adapter).__name__}"
             )
-        object.__setattr__(self, "_token_adapter", token_adapter)  # a reference, not a submodule
+        object.__setattr__(self, "_input_adapter", input_adapter)  # a reference, not a submodule
 
     def forward(self, hidden: Tensor) -> Tensor:
-        return self._token_adapter.logits(hidden)
+        return self._input_adapter.logits(hidden)
 
 
 @dataclass
@@ -67,4 +67,4 @@ class ClassLogitsAdapter(OutputAdapter):
         return self.linear(hidden[:, 0])
 
 
-__all__ = ["ClassLogitsAdapter", "ClassLogitsConfig", "TiedTokenLogitsAdapter", "TokenLogitsConfig"]
+__all__ = ["ClassLogitsAdapter", "ClassLogitsConfig", "TokenLogitsAdapter", "TokenLogitsConfig"]

@@ -1,4 +1,4 @@
-"""Token adapters: UTF-8 bytes (or any token ids) in, embeddings out; logits tied to the input embedding."""
+"""Input adapter for token ids (UTF-8 bytes or a subword vocabulary): embeddings in, logits tied to them out."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from perceiver.adapters.base import TokenAdapter
+from perceiver.adapters.base import TokenInputAdapter
 from perceiver.config_checks import check_ranges
 from perceiver.core.attention import Rotary
 from perceiver.core.position import RotaryEmbedding
@@ -43,7 +43,7 @@ class TextAdapterConfig:
         )
 
 
-class TextBytesAdapter(TokenAdapter):
+class TextBytesAdapter(TokenInputAdapter):
     """Token embedding + learned absolute positions + rotary angles; logits from the transposed embedding.
 
     ``embed(input_ids (B, N), positions (B, N)) -> (B, N, C)``, ``rotary(positions) -> (cos, sin) (B, 1, N, R)``,
@@ -53,7 +53,8 @@ class TextBytesAdapter(TokenAdapter):
     def __init__(self, config: TextAdapterConfig):
         super().__init__()
         self.config = config
-        self.num_channels = config.num_channels
+        self.vocab_size = config.vocab_size
+        self.num_input_channels = config.num_channels
         self.token_embedding = nn.Embedding(config.vocab_size, config.num_channels)
         self.position_embedding = nn.Embedding(config.max_seq_len, config.num_channels) if config.abs_pos_emb else None
         head_dim = config.num_channels // config.num_heads

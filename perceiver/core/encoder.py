@@ -34,30 +34,52 @@ from perceiver.core.split import SplitInput
 
 @dataclass
 class PerceiverEncoderConfig:
-    """Sizes of a :class:`PerceiverEncoder`. ``None`` channel counts default to the query channels of the layer
-    (the latent channels D); value channels default to the qk channels."""
+    """Sizes and options of a :class:`PerceiverEncoder`. ``None`` qk channels default to the query channels of the
+    layer (the latent channels D); ``None`` value channels default to the qk channels. The Perceiver IO tasks' configs
+    extend this class, so an option added here reaches them, the CLI and saved configs."""
 
-    num_input_channels: int
+    num_input_channels: Optional[int] = None
+    """Channels C of the adapted input (the tasks set it from their input adapter)."""
     num_latents: int = 256
+    """Size M of the latent array."""
     num_latent_channels: int = 512
+    """Channels D of each latent."""
     num_cross_attention_heads: int = 8
+    """Heads of the encoder's cross-attention to the input."""
     num_cross_attention_qk_channels: Optional[int] = None
+    """Query/key channels of the cross-attention (default: num_latent_channels)."""
     num_cross_attention_v_channels: Optional[int] = None
+    """Value channels of the cross-attention (default: the qk channels)."""
     num_cross_attention_layers: int = 1
+    """Cross-attention layers to the input (> 1: the original Perceiver's repeated cross-attention)."""
     first_cross_attention_layer_shared: bool = False
+    """The first cross-attention layer shares the weights of the later ones."""
     cross_attention_widening_factor: int = 1
+    """MLP width of the cross-attention layers, as a multiple of their channels."""
     cross_attention_residual: bool = True
+    """Add the cross-attention's output to the latents (the residual connection around it)."""
     num_self_attention_heads: int = 8
+    """Heads of the self-attention layers over the latents."""
     num_self_attention_qk_channels: Optional[int] = None
+    """Query/key channels of the self-attention (default: num_latent_channels)."""
     num_self_attention_v_channels: Optional[int] = None
+    """Value channels of the self-attention (default: the qk channels)."""
     num_self_attention_layers_per_block: int = 6
+    """Self-attention layers in each self-attention block."""
     num_self_attention_blocks: int = 1
+    """Self-attention blocks; cross-attention layer i runs before block i."""
     first_self_attention_block_shared: bool = True
+    """The first self-attention block shares the weights of the later ones."""
     self_attention_widening_factor: int = 1
+    """MLP width of the self-attention layers, as a multiple of their channels."""
     attention_dropout: float = 0.0
+    """Dropout on the attention probabilities."""
     residual_dropout: float = 0.0
+    """Dropout on attention and MLP outputs before they join the residual stream."""
     init_scale: float = 0.02
+    """Standard deviation of the normal weight initialisation."""
     activation_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass (less memory, slower)."""
 
     def __post_init__(self):
         self.validate()
@@ -103,6 +125,8 @@ class PerceiverEncoder(nn.Module):
     def __init__(self, config: PerceiverEncoderConfig):
         super().__init__()
         config.validate()
+        if config.num_input_channels is None:
+            raise ValueError("num_input_channels is not set: give the channels of the adapted input")
         self.config = config
         self.latent_provider = TrainableQueryProvider(config.num_latents, config.num_latent_channels, config.init_scale)
         self.cross_attention_1 = self._cross_attention_layer()

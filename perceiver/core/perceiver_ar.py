@@ -13,26 +13,39 @@ from typing import List, Optional
 import torch
 from torch import Tensor, nn
 
-from perceiver.config_checks import check_ranges
+from perceiver.config_checks import ConfigError, check_ranges
 from perceiver.core.attention import KVCache, Rotary, attend_mask
 from perceiver.core.layers import CrossAttentionLayer, SelfAttentionBlock, set_activation_checkpointing
 
 
 @dataclass
 class PerceiverARConfig:
+    """Sizes and options of a :class:`PerceiverAR`. Task configs (``CausalLanguageModelConfig``) extend it, so an
+    option added here reaches the task, the CLI and saved configs."""
+
     num_channels: int = 512
+    """Channels of the embeddings, latents and every attention layer."""
     num_heads: int = 8
+    """Attention heads of every layer (num_channels must be divisible by it)."""
     max_seq_len: int = 4096
+    """Longest sequence (prefix + latents) the model reads."""
     max_latents: int = 512
+    """Number of latent positions: the last max_latents positions, which get predictions."""
     num_self_attention_layers: int = 8
+    """Self-attention layers over the latents after the cross-attention layer."""
     cross_attention_widening_factor: int = 4
+    """MLP width of the cross-attention layer, as a multiple of num_channels."""
     self_attention_widening_factor: int = 4
+    """MLP width of the self-attention layers, as a multiple of num_channels."""
     cross_attention_dropout: float = 0.5
-    """Fraction of prefix positions dropped in training (Perceiver AR's prefix dropout)."""
+    """Fraction of the prefix dropped in training (Perceiver AR prefix dropout)."""
     post_attention_dropout: float = 0.0
-    """Dropout on the attention and MLP outputs before they are added to the residual stream."""
+    """Dropout on attention and MLP outputs before they join the residual stream."""
     attention_dropout: float = 0.0
+    """Dropout on the attention probabilities."""
     activation_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass (less memory, slower: bench/activation_checkpointing.py
+    measures how much)."""
     num_rotary_layers: Optional[int] = None
     """Self-attention layers, counted from the first, that apply rotary position embedding (None: all; the
     cross-attention always does)."""
@@ -56,14 +69,14 @@ class PerceiverARConfig:
             self,
             {"num_channels": ">= 1", "num_heads": ">= 1", "max_seq_len": ">= 1", "num_self_attention_layers": ">= 0",
              "cross_attention_widening_factor": ">= 1", "self_attention_widening_factor": ">= 1",
-             "cross_attention_dropout": "[0, 1)", "post_attention_dropout": "[0, 1)", "attention_dropout": "[0, 1)"},
+             "cross_attention_dropout": "[0, 1)", "post_attention_dropout": "[0, 1)", "attention_dropout": "[0, 1)",
+             "num_rotary_layers": ">= 0"},
+            ConfigError,
         )
-        if self.max_latents < 1 or self.max_latents > self.max_seq_len:
-            raise ValueError(f"max_latents must be in 1..max_seq_len ({self.max_seq_len}), got {self.max_latents}")
+        if not 1 <= self.max_latents <= self.max_seq_len:
+            raise ConfigError(f"max_latents ({self.max_latents}) must be in 1..max_seq_len ({self.max_seq_len})")
         if self.num_channels % self.num_heads:
-            raise ValueError(f"num_channels ({self.num_channels}) must be divisible by num_heads ({self.num_heads})")
-        if self.num_rotary_layers is not None and self.num_rotary_layers < 0:
-            raise ValueError(f"num_rotary_layers must be >= 0 or None (all), got {self.num_rotary_layers}")
+            raise ConfigError(f"num_channels ({self.num_channels}) must be divisible by num_heads ({self.num_heads})")
 
 
 @dataclass

@@ -190,9 +190,9 @@ def convert_masked_lm(hf_model: nn.Module):
         )
     )
     mapping = {
-        "perceiver.input_preprocessor.embeddings.weight": "input_adapter.adapter.token_embedding.weight",
-        "perceiver.input_preprocessor.position_embeddings.weight": "input_adapter.adapter.position_embedding.weight",
-        "embedding_decoder.bias": "input_adapter.adapter.output_bias",
+        "perceiver.input_preprocessor.embeddings.weight": "input_adapter.token_embedding.weight",
+        "perceiver.input_preprocessor.position_embeddings.weight": "input_adapter.position_embedding.weight",
+        "embedding_decoder.bias": "input_adapter.output_bias",
         "perceiver.decoder.output_position_encodings.position_embeddings": "decoder.query_provider.query",
     }
     mapping.update(_encoder_map("perceiver", config.num_self_attends_per_block))

@@ -301,11 +301,11 @@ def convert_causal_lm(config: Mapping[str, Any], state: Dict[str, Tensor], direc
     from perceiver.tasks.clm import CausalLanguageModel
 
     model = CausalLanguageModel(causal_lm_config(config["model_config"]))
-    adapter = model.adapter
+    adapter = model.input_adapter
     num_rotary, num_heads = adapter.num_rotary_channels, model.config.num_heads
     names = {
-        "input_adapter.txt_embedding": "adapter.token_embedding",
-        "input_adapter.pos_embedding": "adapter.position_embedding",
+        "input_adapter.txt_embedding": "input_adapter.token_embedding",
+        "input_adapter.pos_embedding": "input_adapter.position_embedding",
         "out_norm": "out_norm",
     }
     names.update(_attention_layer_map("cross_attention", "perceiver_ar.cross_attention", cross=True))
@@ -314,7 +314,7 @@ def convert_causal_lm(config: Mapping[str, Any], state: Dict[str, Tensor], direc
                                           cross=False))
     mapping = _expand(names, state)
     if "output_adapter.bias" in state:
-        mapping["output_adapter.bias"] = "adapter.output_bias"
+        mapping["output_adapter.bias"] = "input_adapter.output_bias"
 
     inv_freq = state.pop("input_adapter.frq_pos_encoding.inv_freq", None)  # a buffer: check it, do not load it
     if inv_freq is not None and (adapter.rotary_embedding is None or not torch.allclose(
@@ -431,8 +431,8 @@ def _text_encoder_options(enc: Mapping[str, Any]) -> Dict[str, Any]:
 
 def _text_embedding_map() -> Dict[str, str]:
     return {
-        "0.input_adapter.txt_embedding.weight": "input_adapter.adapter.token_embedding.weight",
-        "0.input_adapter.pos_embedding.weight": "input_adapter.adapter.position_embedding.weight",
+        "0.input_adapter.txt_embedding.weight": "input_adapter.token_embedding.weight",
+        "0.input_adapter.pos_embedding.weight": "input_adapter.position_embedding.weight",
     }
 
 
@@ -455,7 +455,7 @@ def convert_masked_lm(config: Mapping[str, Any], state: Dict[str, Tensor], direc
         **options,
     ))
     mapping = {**_text_embedding_map(), **_encoder_map(mc, state), **_decoder_map(mc, state),
-               "1.output_adapter.bias": "input_adapter.adapter.output_bias"}
+               "1.output_adapter.bias": "input_adapter.output_bias"}
     _assign(model, state, mapping)
     return model
 

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from perceiver import registry
-from perceiver.adapters.base import TokenInputAdapter
+from perceiver.adapters.base import InputAdapter, TokenInputAdapter, check_adapter_fits, legacy_keys_hook
+from perceiver.adapters.output import ClassLogitsAdapter, ClassLogitsConfig
 from perceiver.config_checks import ConfigError, check_ranges
 from perceiver.core.decoder import TrainableQueryProvider
 from perceiver.core.perceiver_io import PerceiverIO
@@ -25,7 +26,6 @@ from perceiver.tasks.perceiver_io_options import (
     ENCODER_FIELDS,
     PerceiverIOOptions,
     build_encoder_decoder,
-    create_adapter,
     create_input_adapter,
 )
 
@@ -120,32 +120,43 @@ class Classifier(PerceiverIO):
     """
 
     task = "clf"
+    LEGACY_KEYS = {"input_adapter.adapter.": "input_adapter."}
+    """Key prefixes of weights saved before the adapter vocabulary (old: new), renamed on load."""
 
-    def __init__(self, config: ClassifierConfig):
-        entry = registry.get("adapter", config.adapter)
-        if entry.metadata.get("input") == "image" and config.image_shape is None:
-            raise ConfigError("an image classifier needs image_shape (height, width, channels)")
-        input_adapter = create_input_adapter(
-            config.adapter,
-            config.adapter_options,
-            rotary_fraction=0.0,
-            output_bias=False,
-            vocab_size=config.vocab_size,
-            max_seq_len=config.max_seq_len,
-            num_channels=config.num_input_channels,
-            num_heads=config.num_cross_attention_heads,
-            image_shape=config.image_shape,
-        )
+    def __init__(
+        self,
+        config: ClassifierConfig,
+        input_adapter: Optional[InputAdapter] = None,
+        output_adapter: Optional[nn.Module] = None,
+    ):
+        """``input_adapter`` (an instance) replaces the registered adapter ``config.adapter`` names;
+        ``output_adapter`` replaces the default class logits from the decoder's query."""
+        if input_adapter is None:
+            entry = registry.get("adapter", config.adapter)
+            if entry.metadata.get("input") == "image" and config.image_shape is None:
+                raise ConfigError("an image classifier needs image_shape (height, width, channels)")
+            input_adapter = create_input_adapter(
+                config.adapter,
+                config.adapter_options,
+                rotary_fraction=0.0,
+                output_bias=False,
+                vocab_size=config.vocab_size,
+                max_seq_len=config.max_seq_len,
+                num_channels=config.num_input_channels,
+                num_heads=config.num_cross_attention_heads,
+                image_shape=config.image_shape,
+            )
+        check_adapter_fits(input_adapter, input_adapter.num_input_channels)
         query_channels = config.num_output_query_channels or config.num_latent_channels
         query_provider = TrainableQueryProvider(1, query_channels, config.init_scale)
         encoder, decoder = build_encoder_decoder(config, input_adapter, query_provider, query_residual=True)
-        output_adapter = create_adapter(
-            "class-logits", {}, input_adapter, num_channels=query_channels, num_classes=config.num_classes
-        )
+        if output_adapter is None:
+            output_adapter = ClassLogitsAdapter(ClassLogitsConfig(query_channels, config.num_classes))
+            nn.init.normal_(output_adapter.linear.weight, std=config.init_scale)
+            nn.init.zeros_(output_adapter.linear.bias)
         super().__init__(input_adapter, encoder, decoder, output_adapter)
         self.config = config
-        nn.init.normal_(self.output_adapter.linear.weight, std=config.init_scale)
-        nn.init.zeros_(self.output_adapter.linear.bias)
+        self.register_load_state_dict_pre_hook(legacy_keys_hook(self.LEGACY_KEYS))
 
     @property
     def reads_text(self) -> bool:

@@ -1,7 +1,8 @@
 """Task ``clm``: causal language modeling with Perceiver AR.
 
-``CausalLanguageModel`` is a plain ``nn.Module``: an input adapter (by name, default ``text-bytes``), the Perceiver AR
-core and the adapter's output side. ``LitCausalLanguageModel`` trains it with PyTorch Lightning.
+``CausalLanguageModel`` is a plain ``nn.Module``: a token input adapter (an instance, or one registered by name,
+default ``text-bytes``), the Perceiver AR core and an output adapter (default: logits tied to the input embedding).
+``perceiver.training.lightning_module.LitCausalLanguageModel`` trains it with PyTorch Lightning.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from perceiver import registry
+from perceiver.adapters.base import TokenInputAdapter, check_adapter_fits, legacy_keys_hook
+from perceiver.adapters.output import TokenLogitsAdapter
 from perceiver.config_checks import ConfigError, check_ranges
 from perceiver.core.init import init_parameters
 from perceiver.core.perceiver_ar import PerceiverAR, PerceiverARConfig
@@ -25,114 +28,65 @@ from perceiver.tasks.sampling import sample_next, validate_sampling
 
 
 @dataclass
-class CausalLanguageModelConfig:
+class CausalLanguageModelConfig(PerceiverARConfig):
+    """The Perceiver AR options (inherited from :class:`~perceiver.core.perceiver_ar.PerceiverARConfig`) plus the
+    language model's own: vocabulary, input adapter, output norm and initialisation."""
+
     vocab_size: int = 262
     """Size of the token vocabulary (262 = 256 bytes + 6 special tokens)."""
-    max_seq_len: int = 4096
-    """Longest sequence (prefix + latents) the model reads."""
-    max_latents: int = 512
-    """Number of latent positions: the last max_latents positions, which get predictions."""
-    num_channels: int = 512
-    """Channels of the embeddings, latents and every attention layer."""
-    num_heads: int = 8
-    """Attention heads of every layer (num_channels must be divisible by it)."""
-    num_self_attention_layers: int = 8
-    """Self-attention layers over the latents after the cross-attention layer."""
-    cross_attention_widening_factor: int = 4
-    """MLP width of the cross-attention layer, as a multiple of num_channels."""
-    self_attention_widening_factor: int = 4
-    """MLP width of the self-attention layers, as a multiple of num_channels."""
-    cross_attention_dropout: float = 0.5
-    """Fraction of the prefix dropped in training (Perceiver AR prefix dropout)."""
-    post_attention_dropout: float = 0.0
-    """Dropout on attention and MLP outputs before they join the residual stream."""
-    attention_dropout: float = 0.0
-    """Dropout on the attention probabilities."""
     init_scale: float = 0.02
     """Standard deviation of the normal weight initialisation."""
-    activation_checkpointing: bool = False
-    """Recompute each layer's activations in the backward pass (less memory, slower: bench/activation_checkpointing.py
-    measures how much)."""
     adapter: str = "text-bytes"
-    """Registered token adapter that embeds the input and produces logits."""
+    """Registered token input adapter that embeds the input and produces logits."""
     adapter_options: Dict[str, Any] = field(default_factory=dict)
     """Options of the adapter (--set adapter.key=value; see perceiver show adapter NAME)."""
     output_norm: bool = True
     """LayerNorm on the latents' outputs before the logits."""
-    num_rotary_layers: Optional[int] = None
-    """Self-attention layers, counted from the first, that apply rotary position embedding (None: all; the
-    cross-attention always does)."""
-    qkv_bias: bool = True
-    """Biases of the query, key and value projections (cross- and self-attention)."""
-    cross_attention_out_bias: bool = True
-    """Bias of the cross-attention's output projection."""
-    self_attention_out_bias: bool = True
-    """Bias of the self-attention layers' output projections."""
-    mlp_bias: bool = True
-    """Biases of the MLPs (cross- and self-attention layers)."""
-    latent_kv_query_norm: bool = False
-    """In the cross-attention, normalise the latents' keys and values with the query LayerNorm (krasserm's Perceiver
-    AR) instead of the key/value LayerNorm that normalises the prefix."""
 
     def __post_init__(self):
-        check_ranges(
-            self,
-            {"vocab_size": ">= 2", "max_seq_len": ">= 1", "num_channels": ">= 1", "num_heads": ">= 1",
-             "num_self_attention_layers": ">= 0", "cross_attention_widening_factor": ">= 1",
-             "self_attention_widening_factor": ">= 1", "cross_attention_dropout": "[0, 1)",
-             "post_attention_dropout": "[0, 1)", "attention_dropout": "[0, 1)", "init_scale": "> 0"},
-            ConfigError,
-        )
-        if not 1 <= self.max_latents <= self.max_seq_len:
-            raise ConfigError(f"max_latents ({self.max_latents}) must be in 1..max_seq_len ({self.max_seq_len})")
-        if self.num_channels % self.num_heads:
-            raise ConfigError(f"num_channels ({self.num_channels}) must be divisible by num_heads ({self.num_heads})")
-
-    def perceiver_ar_config(self) -> PerceiverARConfig:
-        return PerceiverARConfig(
-            num_channels=self.num_channels,
-            num_heads=self.num_heads,
-            max_seq_len=self.max_seq_len,
-            max_latents=self.max_latents,
-            num_self_attention_layers=self.num_self_attention_layers,
-            cross_attention_widening_factor=self.cross_attention_widening_factor,
-            self_attention_widening_factor=self.self_attention_widening_factor,
-            cross_attention_dropout=self.cross_attention_dropout,
-            post_attention_dropout=self.post_attention_dropout,
-            attention_dropout=self.attention_dropout,
-            activation_checkpointing=self.activation_checkpointing,
-            num_rotary_layers=self.num_rotary_layers,
-            qkv_bias=self.qkv_bias,
-            cross_attention_out_bias=self.cross_attention_out_bias,
-            self_attention_out_bias=self.self_attention_out_bias,
-            mlp_bias=self.mlp_bias,
-            latent_kv_query_norm=self.latent_kv_query_norm,
-        )
+        check_ranges(self, {"vocab_size": ">= 2", "init_scale": "> 0"}, ConfigError)
+        self.validate()
 
 
 class CausalLanguageModel(nn.Module):
-    """Perceiver AR language model.
+    """Perceiver AR language model: token input adapter -> :class:`PerceiverAR` -> output norm -> output adapter.
 
     ``forward(input_ids (B, N), prefix_len, pad_mask (B, N) True at padding) -> logits (B, N - prefix_len, V)``
+
+    ``input_adapter`` (a :class:`~perceiver.adapters.base.TokenInputAdapter` instance) replaces the registered adapter
+    that ``config.adapter`` names; ``output_adapter`` (an :class:`~perceiver.adapters.base.OutputAdapter`) replaces
+    the default, logits tied to the input adapter's embedding.
     """
 
     task = "clm"
+    LEGACY_KEYS = {"adapter.": "input_adapter."}
+    """Key prefixes of weights saved before the adapter vocabulary (old: new), renamed on load."""
 
-    def __init__(self, config: CausalLanguageModelConfig):
+    def __init__(
+        self,
+        config: CausalLanguageModelConfig,
+        input_adapter: Optional[TokenInputAdapter] = None,
+        output_adapter: Optional[nn.Module] = None,
+    ):
         super().__init__()
         self.config = config
-        self.adapter = registry.create(
-            "adapter",
-            config.adapter,
-            vocab_size=config.vocab_size,
-            max_seq_len=config.max_seq_len,
-            num_channels=config.num_channels,
-            num_heads=config.num_heads,
-            **config.adapter_options,
-        )
-        self.perceiver_ar = PerceiverAR(config.perceiver_ar_config())
+        if input_adapter is None:
+            input_adapter = registry.create(
+                "adapter",
+                config.adapter,
+                vocab_size=config.vocab_size,
+                max_seq_len=config.max_seq_len,
+                num_channels=config.num_channels,
+                num_heads=config.num_heads,
+                **config.adapter_options,
+            )
+        check_adapter_fits(input_adapter, config.num_channels, config.vocab_size)
+        self.input_adapter = input_adapter
+        self.perceiver_ar = PerceiverAR(config)
         self.out_norm = nn.LayerNorm(config.num_channels) if config.output_norm else nn.Identity()
+        self.output_adapter = output_adapter if output_adapter is not None else TokenLogitsAdapter(None, input_adapter)
         init_parameters(self.perceiver_ar, config.init_scale)
+        self.register_load_state_dict_pre_hook(legacy_keys_hook(self.LEGACY_KEYS))
 
     @classmethod
     def create(cls, config: CausalLanguageModelConfig) -> "CausalLanguageModel":
@@ -143,14 +97,14 @@ class CausalLanguageModel(nn.Module):
         if seq_len > self.config.max_seq_len:
             raise ValueError(f"input of {seq_len} tokens is longer than max_seq_len {self.config.max_seq_len}")
         pos = positions(pad_mask, batch_size, seq_len, device=input_ids.device)
-        x = self.adapter.embed(input_ids, pos)
-        hidden = self.perceiver_ar(x, prefix_len, pad_mask, self.adapter.rotary(pos))
+        x = self.input_adapter.embed(input_ids, pos)
+        hidden = self.perceiver_ar(x, prefix_len, pad_mask, self.input_adapter.rotary(pos))
         return self._logits(hidden)
 
     def _logits(self, hidden: Tensor) -> Tensor:
         """(B, M, C) -> (B, M, V) logits, computed in fp32 (a no-op cast for fp32 weights or under autocast, which
         runs the LayerNorm in fp32): with bf16/fp16 weights, sampling and losses still see fp32 logits."""
-        return self.adapter.logits(self.out_norm(hidden).float())
+        return self.output_adapter(self.out_norm(hidden).float())
 
     # ---------------------------------------------------------------------------------------------------------
     #  Generation
@@ -223,16 +177,15 @@ class CausalLanguageModel(nn.Module):
             if use_cache:
                 if cache is None:
                     new_ids, new_pad, new_pos = ids, pad, pos
-                    cache = self.perceiver_ar.empty_cache(
-                        ids.shape[0], x_like, getattr(self.adapter, "num_rotary_channels", 0)
-                    )
+                    cache = self.perceiver_ar.empty_cache(ids.shape[0], x_like, self.input_adapter.num_rotary_channels)
                 else:
                     new_pad = pad[:, -1:]
-                x = self.adapter.embed(new_ids, new_pos)
-                hidden = self.perceiver_ar.forward_cached(x, cache, num_latents, new_pad, self.adapter.rotary(new_pos))
+                x = self.input_adapter.embed(new_ids, new_pos)
+                rotary = self.input_adapter.rotary(new_pos)
+                hidden = self.perceiver_ar.forward_cached(x, cache, num_latents, new_pad, rotary)
             else:
-                x = self.adapter.embed(ids, pos)
-                hidden = self.perceiver_ar(x, ids.shape[1] - num_latents, pad, self.adapter.rotary(pos))
+                x = self.input_adapter.embed(ids, pos)
+                hidden = self.perceiver_ar(x, ids.shape[1] - num_latents, pad, self.input_adapter.rotary(pos))
             logits = self._logits(hidden[:, -1])
             next_ids = sample_next(logits, top_k, top_p, temperature, generator)
             yield next_ids

@@ -13,8 +13,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from perceiver.adapters.base import TokenInputAdapter, check_adapter_fits, legacy_keys_hook
+from perceiver.adapters.output import TokenLogitsAdapter
 from perceiver.config_checks import ConfigError, check_ranges
 from perceiver.core.decoder import PositionQueryProvider, decode_row_sparse
 from perceiver.core.linear import is_plain_tree
@@ -23,7 +25,6 @@ from perceiver.data.tokenizer import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_I
 from perceiver.tasks.perceiver_io_options import (
     PerceiverIOOptions,
     build_encoder_decoder,
-    create_adapter,
     create_input_adapter,
 )
 
@@ -71,22 +72,35 @@ class MaskedLanguageModel(PerceiverIO):
     """
 
     task = "mlm"
+    LEGACY_KEYS = {"input_adapter.adapter.": "input_adapter."}
+    """Key prefixes of weights saved before the adapter vocabulary (old: new), renamed on load."""
 
-    def __init__(self, config: MaskedLanguageModelConfig):
-        input_adapter = create_input_adapter(
-            config.adapter,
-            config.adapter_options,
-            rotary_fraction=0.0,  # the encoder has no rotary embedding
-            vocab_size=config.vocab_size,
-            max_seq_len=config.max_seq_len,
-            num_channels=config.num_input_channels,
-            num_heads=config.num_cross_attention_heads,
-        )
+    def __init__(
+        self,
+        config: MaskedLanguageModelConfig,
+        input_adapter: Optional[TokenInputAdapter] = None,
+        output_adapter: Optional[nn.Module] = None,
+    ):
+        """``input_adapter`` (an instance) replaces the registered adapter ``config.adapter`` names;
+        ``output_adapter`` replaces the default, logits tied to the input adapter's embedding."""
+        if input_adapter is None:
+            input_adapter = create_input_adapter(
+                config.adapter,
+                config.adapter_options,
+                rotary_fraction=0.0,  # the encoder has no rotary embedding
+                vocab_size=config.vocab_size,
+                max_seq_len=config.max_seq_len,
+                num_channels=config.num_input_channels,
+                num_heads=config.num_cross_attention_heads,
+            )
+        check_adapter_fits(input_adapter, config.num_input_channels, config.vocab_size)
         query_provider = PositionQueryProvider(config.max_seq_len, input_adapter.num_input_channels, config.init_scale)
         encoder, decoder = build_encoder_decoder(config, input_adapter, query_provider, query_residual=False)
-        output_adapter = create_adapter("token-logits", {}, input_adapter)
+        if output_adapter is None:
+            output_adapter = TokenLogitsAdapter(None, input_adapter)
         super().__init__(input_adapter, encoder, decoder, output_adapter)
         self.config = config
+        self.register_load_state_dict_pre_hook(legacy_keys_hook(self.LEGACY_KEYS))
 
     def forward(self, input_ids: Tensor, pad_mask: Optional[Tensor] = None, positions: Optional[Tensor] = None):
         if input_ids.shape[1] > self.config.max_seq_len:

@@ -10,66 +10,23 @@ from typing import Any, Dict, Optional
 from torch import nn
 
 from perceiver import registry
-from perceiver.adapters.base import InputAdapter, TokenAdapter, TokenInputAdapter
+from perceiver.adapters.base import InputAdapter
 from perceiver.config_checks import ConfigError, check_ranges
 from perceiver.core.decoder import PerceiverDecoder, PerceiverDecoderConfig, QueryProvider
 from perceiver.core.encoder import PerceiverEncoder, PerceiverEncoderConfig
 
-ENCODER_FIELDS = (
-    "num_latents",
-    "num_latent_channels",
-    "num_cross_attention_heads",
-    "num_cross_attention_qk_channels",
-    "num_cross_attention_v_channels",
-    "num_cross_attention_layers",
-    "first_cross_attention_layer_shared",
-    "cross_attention_widening_factor",
-    "num_self_attention_heads",
-    "num_self_attention_qk_channels",
-    "num_self_attention_v_channels",
-    "num_self_attention_layers_per_block",
-    "num_self_attention_blocks",
-    "first_self_attention_block_shared",
-    "self_attention_widening_factor",
-)
+_NOT_WEIGHTS = {"num_input_channels", "cross_attention_residual", "attention_dropout", "residual_dropout", "init_scale",
+                "activation_checkpointing"}
+ENCODER_FIELDS = tuple(f.name for f in dataclasses.fields(PerceiverEncoderConfig) if f.name not in _NOT_WEIGHTS)
 """Options that define the encoder's weights (an encoder can be reused by a model with the same values)."""
 
 
 @dataclass
-class PerceiverIOOptions:
-    """Encoder and decoder options of the Perceiver IO tasks. ``None`` qk or v channels mean "the query channels of
-    the layer" (the latent channels in the encoder, the query channels in the decoder)."""
+class PerceiverIOOptions(PerceiverEncoderConfig):
+    """Encoder options (inherited from :class:`~perceiver.core.encoder.PerceiverEncoderConfig`) and decoder options
+    of the Perceiver IO tasks. ``None`` value channels mean "the latent channels" in the encoder, "the query
+    channels" in the decoder."""
 
-    num_latents: int = 256
-    """Size M of the latent array."""
-    num_latent_channels: int = 512
-    """Channels D of each latent."""
-    num_cross_attention_heads: int = 8
-    """Heads of the encoder's cross-attention to the input."""
-    num_cross_attention_qk_channels: Optional[int] = None
-    """Query/key channels of the cross-attention (default: num_latent_channels)."""
-    num_cross_attention_v_channels: Optional[int] = None
-    """Value channels of the cross-attention (default: num_latent_channels)."""
-    num_cross_attention_layers: int = 1
-    """Cross-attention layers to the input (> 1: the original Perceiver's repeated cross-attention)."""
-    first_cross_attention_layer_shared: bool = False
-    """The first cross-attention layer shares the weights of the later ones."""
-    cross_attention_widening_factor: int = 1
-    """MLP width of the cross-attention layers, as a multiple of their channels."""
-    num_self_attention_heads: int = 8
-    """Heads of the self-attention layers over the latents."""
-    num_self_attention_qk_channels: Optional[int] = None
-    """Query/key channels of the self-attention (default: num_latent_channels)."""
-    num_self_attention_v_channels: Optional[int] = None
-    """Value channels of the self-attention (default: num_latent_channels)."""
-    num_self_attention_layers_per_block: int = 6
-    """Self-attention layers in each self-attention block."""
-    num_self_attention_blocks: int = 1
-    """Self-attention blocks; cross-attention layer i runs before block i."""
-    first_self_attention_block_shared: bool = True
-    """The first self-attention block shares the weights of the later ones."""
-    self_attention_widening_factor: int = 1
-    """MLP width of the self-attention layers, as a multiple of their channels."""
     num_decoder_heads: int = 8
     """Heads of the decoder's cross-attention from the output queries to the latents."""
     num_decoder_qk_channels: Optional[int] = None
@@ -82,14 +39,10 @@ class PerceiverIOOptions:
     """Add the decoder's attention output to its queries (None: the task's choice, off for mlm, on for clf)."""
     attention_dropout: float = 0.1
     """Dropout on the attention probabilities."""
-    residual_dropout: float = 0.0
-    """Dropout on attention and MLP outputs before they join the residual stream."""
     init_scale: float = 0.1
     """Standard deviation of the normal weight initialisation. At 0.02 the attention of every layer starts so
     uniform that small models trained for thousands of steps never learn to use the context (see
     tests/test_mlm.py::test_a_tiny_masked_lm_learns_to_use_the_context)."""
-    activation_checkpointing: bool = False
-    """Recompute each layer's activations in the backward pass (less memory, slower)."""
     adapter: str = "text-bytes"
     """Registered input adapter (text-bytes for token ids, image for pixels)."""
     adapter_options: Dict[str, Any] = field(default_factory=dict)
@@ -117,17 +70,10 @@ class PerceiverIOOptions:
                 )
 
     def encoder_config(self, num_input_channels: int) -> PerceiverEncoderConfig:
-        values = {name: getattr(self, name) for name in ENCODER_FIELDS}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(PerceiverEncoderConfig)}
         for name in ("num_cross_attention_v_channels", "num_self_attention_v_channels"):
             values[name] = values[name] or self.num_latent_channels
-        return PerceiverEncoderConfig(
-            num_input_channels=num_input_channels,
-            **values,
-            attention_dropout=self.attention_dropout,
-            residual_dropout=self.residual_dropout,
-            init_scale=self.init_scale,
-            activation_checkpointing=self.activation_checkpointing,
-        )
+        return PerceiverEncoderConfig(**{**values, "num_input_channels": num_input_channels})
 
     def decoder_config(self, num_query_channels: int, query_residual: bool) -> PerceiverDecoderConfig:
         return PerceiverDecoderConfig(
@@ -162,15 +108,13 @@ def create_adapter(name: str, options: Dict[str, Any], *args: Any, **shared: Any
 
 
 def create_input_adapter(name: str, options: Dict[str, Any], **shared: Any) -> InputAdapter:
-    """A registered input adapter as a Perceiver IO input adapter (token adapters are wrapped)."""
+    """The registered input adapter ``name`` (an output adapter or any other module is an error)."""
     entry = registry.get("adapter", name)
     if entry.metadata.get("side") == "output":
         raise ConfigError(f"adapter {name!r} is an output adapter, not an input adapter")
     adapter = create_adapter(name, options, **shared)
-    if isinstance(adapter, TokenAdapter):
-        return TokenInputAdapter(adapter)
     if not isinstance(adapter, InputAdapter):
-        raise ConfigError(f"adapter {name!r} is neither a token adapter nor a Perceiver IO input adapter")
+        raise ConfigError(f"adapter {name!r} is not an input adapter (perceiver.adapters.InputAdapter)")
     return adapter
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from perceiver.adapters.base import TokenAdapter
+from perceiver.adapters.base import TokenInputAdapter
 from perceiver.config_checks import ConfigError
 from perceiver.core.attention import Rotary
 from perceiver.core.position import RotaryEmbedding
@@ -64,7 +64,7 @@ def _sinusoids(values: Tensor, frequencies: Tensor) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-class MuLawAdapter(TokenAdapter):
+class MuLawAdapter(TokenInputAdapter):
     """``embed(input_ids (B, N), positions (B, N)) -> (B, N, C)``, ``rotary(positions) -> (cos, sin) (B, 1, N, R)``,
     ``logits(hidden (B, M, C)) -> (B, M, vocab_size)``."""
 
@@ -72,7 +72,8 @@ class MuLawAdapter(TokenAdapter):
         super().__init__()
         self.config = config
         channels = config.num_channels
-        self.num_channels = channels
+        self.vocab_size = config.vocab_size
+        self.num_input_channels = channels
         self.code_embedding = nn.Embedding(config.vocab_size, channels)
 
         codes = np.arange(mulaw.NUM_CODES)
