@@ -5,7 +5,9 @@ Third-party packages declare an entry point in the group ``perceiver``::
     [project.entry-points.perceiver]
     audio = "perceiver_audio.plugin"
 
-Plugins are loaded once, on first use of the registry. ``PERCEIVER_DISABLE_PLUGINS=1`` skips third-party plugins
+The built-in components are registered on first use of the registry; third-party plugins are loaded once, when a
+name is asked for that the built-ins do not have, or a listing is asked for (so building a model from built-in
+components loads no plugin). ``PERCEIVER_DISABLE_PLUGINS=1`` skips third-party plugins
 (the built-in ones always load); ``PERCEIVER_LOAD_PLUGINS=a,b`` loads only the named entry points.
 A plugin that fails to import, raises in a hook, or has a hook implementation that matches no hook (a misspelt
 hook or argument name) is reported as one warning line and skipped; the others load and the CLI works. The same
@@ -58,6 +60,7 @@ class PluginInfo:
 pm = pluggy.PluginManager(GROUP)
 pm.add_hookspecs(hookspecs)
 _plugins: Dict[str, PluginInfo] = {}
+_builtins_loaded = False
 _loaded = False
 _loaded_into: Optional["Registry"] = None
 _warned: Set[str] = set()
@@ -147,19 +150,29 @@ def _entry_points() -> List[metadata.EntryPoint]:
     return eps
 
 
-def load_plugins(registry: "Registry") -> None:
-    """Register the built-in components and, unless disabled, those of installed plugins into ``registry``. Runs
-    once; a plugin that cannot be used is one warning line and is skipped."""
-    global _loaded, _loaded_into
-    if _loaded:
+def load_builtins(registry: "Registry") -> None:
+    """Register the built-in components into ``registry`` (once)."""
+    global _builtins_loaded, _loaded_into
+    if _builtins_loaded:
         return
-    _loaded, _loaded_into = True, registry
+    _builtins_loaded, _loaded_into = True, registry
     import importlib
 
     from perceiver import __version__
 
     add_plugin(importlib.import_module(BUILTIN), "perceiver", "perceiver", __version__)
-    names = ["perceiver"]
+    call_register_hooks(registry, ["perceiver"])
+
+
+def load_plugins(registry: "Registry") -> None:
+    """Register the built-in components and, unless disabled, those of installed plugins into ``registry``. Runs
+    once; a plugin that cannot be used is one warning line and is skipped."""
+    global _loaded
+    load_builtins(registry)
+    if _loaded:
+        return
+    _loaded = True
+    names = []
     if not plugins_disabled():
         for ep in _entry_points():
             package = ep.dist.name if ep.dist else ep.name
@@ -226,13 +239,13 @@ def list_plugins() -> List[PluginInfo]:
 def _reset_for_tests(registry: Optional["Registry"] = None) -> None:  # pragma: no cover - used by tests only
     """Forget every plugin, every warning given and every component registered in ``registry`` (default: the
     registry the plugins were loaded into): the next registry query loads them again."""
-    global _loaded, _loaded_into
+    global _builtins_loaded, _loaded, _loaded_into
     registry = registry or _loaded_into
     for name, plugin in pm.list_name_plugin():
         pm.unregister(plugin, name=name)
     _plugins.clear()
     _warned.clear()
-    _loaded, _loaded_into = False, None
+    _builtins_loaded, _loaded, _loaded_into = False, False, None
     sys.modules.pop(BUILTIN, None)
     if registry is not None:
         registry.reset()

@@ -86,15 +86,28 @@ class Entry:
 class Registry:
     """Name -> :class:`Entry` tables, one per kind."""
 
-    def __init__(self, on_first_use: Optional[Callable[["Registry"], None]] = None):
+    def __init__(
+        self,
+        on_first_use: Optional[Callable[["Registry"], None]] = None,
+        on_miss: Optional[Callable[["Registry"], None]] = None,
+    ):
+        """``on_first_use`` fills the registry before the first query (the built-ins); ``on_miss`` runs once, before
+        the first listing or the first lookup of a name that is not there yet (the third-party plugins)."""
         self._entries: Dict[str, Dict[str, Entry]] = {kind: {} for kind in KINDS}
-        self._on_first_use = on_first_use
-        self._ready = on_first_use is None
+        self._on_first_use, self._on_miss = on_first_use, on_miss
+        self._reset_callbacks()
 
-    def _ensure_ready(self) -> None:
+    def _reset_callbacks(self) -> None:
+        self._ready = self._on_first_use is None
+        self._complete = self._on_miss is None
+
+    def _ensure_ready(self, complete: bool = False) -> None:
         if not self._ready:
             self._ready = True  # set first: the callback registers through this registry
             self._on_first_use(self)
+        if complete and not self._complete:
+            self._complete = True
+            self._on_miss(self)
 
     def _table(self, kind: str) -> Dict[str, Entry]:
         if kind not in self._entries:
@@ -129,12 +142,14 @@ class Registry:
     def reset(self) -> None:
         """Forget every entry; the next query runs the first-use callback (plugin loading) again."""
         self._entries = {kind: {} for kind in KINDS}
-        self._ready = self._on_first_use is None
+        self._reset_callbacks()
 
     def get(self, kind: str, name: str) -> Entry:
         """The entry called ``name``; an unknown name is an error listing close matches."""
         self._ensure_ready()
         table = self._table(kind)
+        if name not in table:
+            self._ensure_ready(complete=True)
         if name in table:
             return table[name]
         close = difflib.get_close_matches(name, table, n=3, cutoff=0.5)
@@ -144,11 +159,13 @@ class Registry:
 
     def contains(self, kind: str, name: str) -> bool:
         self._ensure_ready()
+        if name not in self._table(kind):
+            self._ensure_ready(complete=True)
         return name in self._table(kind)
 
     def list(self, kind: str, pattern: str = "*") -> List[Entry]:
         """Entries of ``kind`` whose name matches the glob ``pattern``, sorted by name."""
-        self._ensure_ready()
+        self._ensure_ready(complete=True)
         table = self._table(kind)
         return [table[name] for name in sorted(table) if fnmatch.fnmatch(name, pattern)]
 
@@ -173,7 +190,7 @@ class Registry:
         return factory(config) if config is not None else factory()
 
 
-REGISTRY = Registry(on_first_use=plugins.load_plugins)
+REGISTRY = Registry(on_first_use=plugins.load_builtins, on_miss=plugins.load_plugins)
 
 register = REGISTRY.register
 get = REGISTRY.get

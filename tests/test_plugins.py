@@ -337,6 +337,19 @@ def test_entry_point_plugin_loads_lazily_and_once(entry_points):
     assert info.error is None
 
 
+def test_building_a_model_from_built_in_components_loads_no_plugin(entry_points):
+    from perceiver.tasks.clm import CausalLanguageModel, CausalLanguageModelConfig
+
+    (good,) = entry_points(good=GOOD)
+    CausalLanguageModel(CausalLanguageModelConfig(max_seq_len=16, max_latents=4, num_channels=16, num_heads=2,
+                                                  num_self_attention_layers=1))
+    registry.create("task", "mlm", max_seq_len=16, num_input_channels=16, num_latents=4, num_latent_channels=16,
+                    num_cross_attention_heads=2, num_self_attention_heads=2, num_decoder_heads=2,
+                    num_self_attention_layers_per_block=1)
+    assert good.loads == 0 and registry.contains("adapter", "text-bytes") and good.loads == 0
+    assert registry.contains("model", "good-tiny") and good.loads == 1  # a name the built-ins lack loads plugins
+
+
 def test_plugin_that_fails_to_import_is_one_warning_and_the_others_load(entry_points, capsys, cli_width):
     entry_points(broken=FAILS_TO_IMPORT, good=GOOD)
     with pytest.warns(PluginWarning) as record:
