@@ -25,6 +25,10 @@ class TrainingProgress(ProgressBar):
     Throughput is the sum of the training steps' ``count`` outputs (kept on the device, read on display steps only)
     over the training time of the last ``window`` displays, validation excluded, times the number of processes.
     ``eta`` extrapolates the wall-clock time per step since this run started (validation and checkpoints included).
+
+    Not Lightning's ``ThroughputMonitor``: it calls ``torch.cuda.synchronize()`` after every training batch (its
+    ``_update``), a host stall per step on GPUs, and counts items with a ``length_fn`` on the batch, where the
+    tasks' ``count`` (predicted tokens, not padded positions) is the number that means something here.
     """
 
     def __init__(self, live: bool, every: int = 10, unit: str = "items/s", window: int = 10,

@@ -1,4 +1,11 @@
-"""Learning-rate schedules."""
+"""Learning-rate schedules.
+
+Written here rather than taken from ``transformers.get_cosine_with_min_lr_schedule_with_warmup`` (or torch's
+``LinearLR`` + ``CosineAnnealingLR``) for two behaviours they lack, both tested in tests/test_schedules.py:
+the first optimizer step trains (lr ``1 / warmup_steps`` of the base lr, where theirs is 0, a step that only moves
+Adam's moments), and the lr stays at its floor after ``training_steps`` (theirs are periodic and climb back up:
+a run without ``--max-steps`` guesses its length, and a resumed run may train past the old end).
+"""
 
 from __future__ import annotations
 
