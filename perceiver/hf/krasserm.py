@@ -167,8 +167,11 @@ def load_krasserm(directory: Union[str, Path], config: Optional[Mapping[str, Any
         "perceiver-io-text-classifier": convert_text_classifier,
         "perceiver-io-image-classifier": convert_image_classifier,
     }[config["model_type"]]
+    from perceiver.empty_model import parameters_on_meta
+
     try:
-        return converter(config, state, directory).eval()
+        with parameters_on_meta():  # the model takes the file's tensors as its parameters: one copy of the weights
+            return converter(config, state, directory).eval()
     except KrassermError as error:
         raise KrassermError(f"{directory}: {error}") from None
 
