@@ -74,10 +74,14 @@ def check_repo_id(repo_id: str) -> str:
 
 
 def find_token(token: Optional[str] = None) -> str:
-    """``token``, else the one ``huggingface_hub`` finds (``HF_TOKEN``, ``hf auth login``); none is a PushError."""
+    """``token``, else the one ``huggingface_hub`` finds (``HF_TOKEN``, ``hf auth login``); none is a PushError,
+    and so is ``HF_HUB_OFFLINE`` (both are said before anything slow)."""
+    from huggingface_hub import constants, get_token
+
+    if constants.HF_HUB_OFFLINE:
+        raise PushError("cannot push with HF_HUB_OFFLINE set: unset it to reach the Hugging Face Hub")
     if token:
         return token
-    from huggingface_hub import get_token
 
     found = get_token()
     if not found:

@@ -284,11 +284,14 @@ def test_push_to_a_bad_repo_id_is_one_line(repo, hub, tmp_path, capsys):
 
 
 class RefusingHub(http.server.BaseHTTPRequestHandler):
-    """Answers every request as the Hub does to a token that may not write to the namespace."""
+    """Answers every request as the Hub does to a token it does not know (401) or one that may not write to the
+    namespace (403)."""
 
     def do_POST(self):
-        self.send_response(403)
-        body = json.dumps({"error": "You don't have the rights to create a model under the namespace"}).encode()
+        unknown = self.headers.get("Authorization") == "Bearer hf_unknown"
+        self.send_response(401 if unknown else 403)
+        body = json.dumps({"error": "Invalid credentials" if unknown else
+                           "You don't have the rights to create a model under the namespace"}).encode()
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -309,17 +312,20 @@ def test_push_failures_of_the_hub_are_one_line(tmp_path, monkeypatch, capsys):
     try:
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
         code, _, err = cli(capsys, "push", run, "--repo", "someone/else", "--token", "hf_test")
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert "may not write to someone/else (403)" in err
+        code, _, err = cli(capsys, "push", run, "--repo", "me/x", "--token", "hf_unknown")
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert "refused the token (401)" in err
     finally:
         server.shutdown()
-    assert code == 1 and len(err.strip().splitlines()) == 1, err
-    assert "may not write to someone/else (403)" in err
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens
     code, _, err = cli(capsys, "push", run, "--repo", "me/x", "--token", "hf_test")
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "cannot reach the Hugging Face Hub (http://127.0.0.1:9)" in err
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     code, _, err = cli(capsys, "push", run, "--repo", "me/x", "--token", "hf_test")
-    assert code == 1 and "HF_HUB_OFFLINE is set" in err and len(err.strip().splitlines()) == 1, err
+    assert code == 1 and "HF_HUB_OFFLINE set" in err and len(err.strip().splitlines()) == 1, err
 
 
 # -------------------------------------------------------------------------------------------------------------
