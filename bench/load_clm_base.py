@@ -10,8 +10,9 @@ once, in two forms:
 
 Then each form is loaded ``--rounds`` times, each time in a fresh subprocess, alternating the forms, and the script
 prints per load the wall time of ``load_model`` and the process's peak RSS (``ru_maxrss``) minus its RSS after the
-imports, next to the size of the weights file. A loader that holds one copy of the weights stays near 1.0x; one that
-builds a randomly initialised model and then reads the file into a second copy needs about 2x.
+imports, next to the size of the weights file; then the peak again after every weight has been read once (weights
+mapped from the file become resident only when read). A loader that holds one copy of the weights stays near 1.0x;
+one that builds a randomly initialised model and then reads the file into a second copy needs about 2x.
 
     python bench/load_clm_base.py                       # writes the models to a temporary directory
     python bench/load_clm_base.py --dir /tmp/clm-base   # keeps them there (reused by later runs)
@@ -104,8 +105,14 @@ def measure(path: str) -> None:
     model = perceiver.checkpoint.load_model(path)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after = rss()
     params = sum(p.numel() for p in model.parameters())
-    print(json.dumps({"seconds": seconds, "peak": peak, "base": base, "after": rss(), "params": params}))
+    with torch.no_grad():  # read every weight: a loader that maps the file lazily has it all resident now
+        sum(float(p.sum()) for p in model.parameters())
+    touched = rss()
+    peak_touched = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": seconds, "peak": peak, "base": base, "after": after, "touched": touched,
+                      "peak_touched": peak_touched, "params": params}))
 
 
 def main() -> None:
@@ -128,7 +135,8 @@ def main() -> None:
         size = (paths["export"] / "model.safetensors").stat().st_size
         print(f"weights file: {size / 2**30:.2f} GiB; load average {os.getloadavg()[0]:.2f}")
         codes = [tuple(code.split("=", 1)) for code in args.code] or [("", None)]
-        print(f"{'code':<8} {'form':<9} {'load s':>7} {'peak RSS - base':>16} {'x weights':>10} {'RSS after':>10}")
+        print(f"{'code':<8} {'form':<9} {'load s':>7} {'peak RSS - base':>16} {'x weights':>10} {'RSS after':>10} "
+              f"{'peak after reading all weights':>31}")
         for _ in range(args.rounds):
             for label, code in codes:
                 for form, path in paths.items():
@@ -141,8 +149,10 @@ def main() -> None:
                     ).stdout.strip().splitlines()[-1]
                     r = json.loads(out)
                     grown = r["peak"] - r["base"]
+                    touched = r["peak_touched"] - r["base"]
                     print(f"{label:<8} {form:<9} {r['seconds']:>7.2f} {grown / 2**30:>12.2f} GiB {grown / size:>9.2f}x "
-                          f"{(r['after'] - r['base']) / 2**30:>6.2f} GiB", flush=True)
+                          f"{(r['after'] - r['base']) / 2**30:>6.2f} GiB {touched / 2**30:>19.2f} GiB "
+                          f"({touched / size:.2f}x)", flush=True)
         print(f"load average {os.getloadavg()[0]:.2f}")
 
 

@@ -73,9 +73,9 @@ def assign_weights(model: nn.Module, state: Dict[str, Tensor]) -> None:
             _set(model, name, _get(model, source))
     finally:
         _assigning = False
-    left = [name for name, p in model.named_parameters() if p.is_meta]
-    if left:
-        raise RuntimeError(f"parameters left without weights: {', '.join(left[:3])}")
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:  # e.g. a buffer a module computed from its (meta) parameters while it was built
+        raise RuntimeError(f"{type(model).__name__}: left without values after loading: {', '.join(left[:3])}")
 
 
 def _get(model: nn.Module, name: str) -> Tensor:
