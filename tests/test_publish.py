@@ -66,6 +66,15 @@ def test_save_pretrained_and_from_pretrained_give_the_same_logits(kind, tmp_path
     assert "perceiver" in meta["tags"] and ("perceiver-ar" if kind == "clm" else "perceiver-io") in meta["tags"]
 
 
+def test_from_pretrained_reads_what_load_model_reads(tmp_path):
+    krasserm = Path(__file__).resolve().parent / "fixtures" / "krasserm" / "clm"
+    from_krasserm = CausalLanguageModel.from_pretrained(krasserm)
+    torch.testing.assert_close(logits(from_krasserm, "clm"), logits(load_model(krasserm), "clm"), rtol=0, atol=0)
+    model = MODELS["text-clf"]().eval()
+    run = fake_run(tmp_path, model)
+    torch.testing.assert_close(logits(Classifier.from_pretrained(run), "text-clf"), logits(model, "text-clf"))
+
+
 def test_from_pretrained_refuses_a_model_of_another_task(tmp_path):
     MODELS["mlm"]().save_pretrained(tmp_path / "mlm")
     with pytest.raises(ModelLoadError, match="'mlm' model, expected a 'clm' model"):
