@@ -62,10 +62,12 @@ def find_run(path: Union[str, Path, None]) -> Optional[Path]:
     if path is None:
         return None
     path = Path(path)
-    for candidate in (path, path.parent, path.parent.parent):
-        if (candidate / "run.yaml").is_file():
-            return candidate
-    return None
+    candidates = [path]
+    if path.name == "model":
+        candidates.append(path.parent)
+    if path.parent.name == "checkpoints":
+        candidates.append(path.parent.parent)
+    return next((candidate for candidate in candidates if (candidate / "run.yaml").is_file()), None)
 
 
 def read_run(run_dir: Path) -> Dict[str, Any]:
