@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from perceiver.config_fields import field_default, field_types, parse_value
 FORMAT = "perceiver"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "README.md"
 
 
 class ModelLoadError(ValueError):
@@ -41,10 +42,13 @@ def is_export(directory: Union[str, Path]) -> bool:
 
 
 def save_model(model: nn.Module, directory: Union[str, Path], task: str = None, overwrite: bool = False,
-               tokenizer: Any = None) -> Path:
+               tokenizer: Any = None, card: Optional[str] = None) -> Path:
     """Export ``model`` (which has ``config`` and ``task``) to ``directory`` as ``config.json`` +
     ``model.safetensors``, and the files of its ``tokenizer`` unless that reads bytes
     (:func:`perceiver.tokenizers.save_tokenizer`).
+
+    ``card``: the text of a model card ``README.md`` (:func:`perceiver.model_card.model_card`). It is written unless
+    ``directory`` holds a ``README.md`` this project did not write, which is kept as it is.
 
     The files are written into a new directory beside ``directory``, which then takes its place in one step: an
     interrupted export leaves the previous one intact. ``directory`` must be new or empty; replacing an earlier
@@ -68,19 +72,25 @@ def save_model(model: nn.Module, directory: Union[str, Path], task: str = None, 
             from perceiver.tokenizers import save_tokenizer
 
             save_tokenizer(tokenizer, tmp)
+        if write_card:
+            (tmp / CARD_FILE).write_text(card, encoding="utf-8")
 
-    return replace_directory(directory, write, own=export_files(directory), overwrite=overwrite)
+    own = export_files(directory)
+    write_card = card is not None and (CARD_FILE in own or not (directory / CARD_FILE).exists())
+    return replace_directory(directory, write, own=own, overwrite=overwrite)
 
 
 def export_files(directory: Union[str, Path]) -> list:
     """The files of an earlier export in ``directory`` (none unless it is an export): its config, weights and
-    tokenizer files."""
+    tokenizer files, and its model card if this project wrote it."""
+    from perceiver.model_card import is_own_card
     from perceiver.tokenizers import TOKENIZER_FILES
 
     directory = Path(directory)
     if not is_export(directory):
         return []
-    return [name for name in EXPORT_FILES + TOKENIZER_FILES if (directory / name).exists()]
+    names = [name for name in EXPORT_FILES + TOKENIZER_FILES if (directory / name).exists()]
+    return names + [CARD_FILE] if is_own_card(directory / CARD_FILE) else names
 
 
 def check_export_target(directory: Union[str, Path], overwrite: bool = False) -> None:
@@ -131,9 +141,10 @@ def _typed_values(config_class: type, values: Dict[str, Any], where: str) -> Dic
             for key, value in values.items()}
 
 
-def _build(task: str, config_values: Any, source: Path, expected_task: str = None) -> nn.Module:
+def _build(task: str, config_values: Any, source: Path, expected_task: str = None, empty: bool = False) -> nn.Module:
     """The task's model from saved config values, each checked against the type of its config field (and
-    ``adapter_options`` against the adapter's config); every misfit is a :class:`ModelLoadError`."""
+    ``adapter_options`` against the adapter's config); every misfit is a :class:`ModelLoadError`. With ``empty`` its
+    parameters are on the meta device, waiting for :func:`perceiver.empty_model.assign_weights`."""
     if expected_task is not None and task != expected_task:
         raise ModelLoadError(f"{source} is a {task!r} model, expected a {expected_task!r} model")
     if not isinstance(config_values, dict):
@@ -148,7 +159,13 @@ def _build(task: str, config_values: Any, source: Path, expected_task: str = Non
             if adapter_class is not None:
                 values["adapter_options"] = _typed_values(adapter_class, adapter_options, "adapter_options.")
         config = entry.build_config(**values)
-        return entry.load()(config)
+        model_class = entry.load()
+        if not empty:
+            return model_class(config)
+        from perceiver.empty_model import parameters_on_meta
+
+        with parameters_on_meta():
+            return model_class(config)
     except registry.RegistryError as error:
         raise ModelLoadError(f"{source}: {error}") from error
     except (TypeError, ValueError) as error:
@@ -197,7 +214,9 @@ def _load_state(model: nn.Module, state: Dict[str, torch.Tensor], source: Path) 
         raise ModelLoadError(
             f"weights in {source} hold NaN or infinite values ({names}): the file is damaged or training diverged"
         )
-    model.load_state_dict(state)
+    from perceiver.empty_model import assign_weights
+
+    assign_weights(model, state)
 
 
 TORCH_FILE_MAGIC = (b"PK\x03\x04", b"\x80")
@@ -243,31 +262,39 @@ def _load_krasserm(path: Path, meta: Dict[str, Any], task: str = None) -> nn.Mod
     return load_krasserm(path, meta)
 
 
-def load_model(path: Union[str, Path], task: str = None, map_location: str = "cpu", dtype=None) -> nn.Module:
-    """Load a model in eval mode from an export directory, a training output directory or a ``.ckpt`` file, or a
-    directory saved by krasserm's perceiver-io (see :mod:`perceiver.hf.krasserm`).
+def load_model(source: Union[str, Path], task: str = None, map_location: str = None, dtype=None,
+               device: str = None) -> nn.Module:
+    """Load a model in eval mode from an export directory, a training output directory, a ``.ckpt`` file, a Hub repo
+    id ``org/name[@revision]`` or a directory saved by krasserm's perceiver-io (see :mod:`perceiver.hf.krasserm`).
+
+    The model is built without weights (:mod:`perceiver.empty_model`) and takes the tensors read from the file as its
+    parameters, so that loading holds the weights once, not twice.
 
     :param task: if given, the model must be of this task (e.g. ``"clm"``)
     :param dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` (or the torch dtype): store the weights, and so the
         decoding cache, in it (:func:`perceiver.inference.cast`)
+    :param device: where the weights go (``"cpu"``, the default, ``"cuda"``, ``"cuda:1"``, ...)
+    :param map_location: the former name of ``device``
     """
-    path = resolve_model_path(path)
+    from perceiver.inference import cast
+
+    if map_location is not None and device is not None and str(map_location) != str(device):
+        raise ValueError(f"load_model: device={device!r} and map_location={map_location!r} differ; pass device only")
+    device = device or map_location or "cpu"
+    path = resolve_model_path(source)
     if path.is_dir() and not (path / CONFIG_FILE).exists():  # a LoRA run's adapter: merged into its base
-        from perceiver.inference import cast
         from perceiver.training.lora import load_lora
 
-        return cast(load_lora(path, task).to(map_location).eval(), dtype, map_location)
+        return cast(load_lora(path, task).to(device).eval(), dtype, device)
     if path.is_dir():
         meta = _read_json(path / CONFIG_FILE)
         from perceiver.hf.krasserm import is_krasserm_config
 
         if is_krasserm_config(meta):  # a model saved by krasserm's perceiver-io
-            from perceiver.inference import cast
-
-            return cast(_load_krasserm(path, meta, task).to(map_location).eval(), dtype, map_location)
+            return cast(_load_krasserm(path, meta, task).to(device).eval(), dtype, device)
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or "task" not in meta or "config" not in meta:
             raise ModelLoadError(f"{path / CONFIG_FILE} is not a perceiver model config")
-        model = _build(meta["task"], meta["config"], path, task)
+        model = _build(meta["task"], meta["config"], path, task, empty=True)
         weights = path / WEIGHTS_FILE
         if not weights.exists():
             raise ModelLoadError(f"{path} has no {WEIGHTS_FILE}")
@@ -275,13 +302,12 @@ def load_model(path: Union[str, Path], task: str = None, map_location: str = "cp
         from safetensors.torch import load_file
 
         try:
-            state = load_file(str(weights), device=map_location)
+            state = load_file(str(weights), device=str(device))
         except (SafetensorError, OSError) as error:
             raise ModelLoadError(f"cannot read {weights}: corrupt or not a safetensors file ({error})") from error
     else:
         model_task, config_values, state = _load_ckpt(path)
-        model = _build(model_task, config_values, path, task)
+        model = _build(model_task, config_values, path, task, empty=True)
     _load_state(model, state, path)
-    from perceiver.inference import cast
-
-    return cast(model.to(map_location).eval(), dtype, map_location)
+    del state
+    return cast(model.to(device).eval(), dtype, device)

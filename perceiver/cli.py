@@ -29,7 +29,18 @@ def _version(value: bool) -> None:
 def create_app(argv: Optional[List[str]] = None) -> typer.Typer:
     """Build the Typer app: built-in commands, ``train <task>`` for every registered task, plugin commands."""
     from perceiver import plugins, registry
-    from perceiver.commands import convert, evaluate, export, fill_mask, generate, inspect, plot, predict, train
+    from perceiver.commands import (
+        convert,
+        evaluate,
+        export,
+        fill_mask,
+        generate,
+        inspect,
+        plot,
+        predict,
+        push,
+        train,
+    )
 
     app = typer.Typer(
         name="perceiver",
@@ -57,6 +68,7 @@ def create_app(argv: Optional[List[str]] = None) -> typer.Typer:
     predict.register(app)
     convert.register(app)
     export.register(app)
+    push.register(app)
     plot.register(app)
     train.register(app, build_tasks="train" in (argv or []), argv=argv)
     plugins.register_commands(app, registry.REGISTRY)

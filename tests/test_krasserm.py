@@ -214,6 +214,17 @@ def test_a_bin_that_would_run_code_is_refused_not_executed(tmp_path, capsys):
     assert not marker.exists()
 
 
+def test_a_corrupt_pytorch_model_bin_is_one_line(tmp_path, capsys):
+    directory = copy_fixture("txt-clf", tmp_path)
+    whole = (directory / "pytorch_model.bin").read_bytes()
+    (directory / "pytorch_model.bin").write_bytes(whole[: len(whole) // 2])  # truncated, as by a broken download
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    code, out, err = cli(capsys, "predict", "hello", "--model", directory)
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "pytorch_model.bin" in err and "corrupted" in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
 def test_a_bin_with_other_objects_is_refused(tmp_path):
     directory = copy_fixture("txt-clf", tmp_path)
     torch.save({"backend_model.x": 3}, directory / "pytorch_model.bin")  # allowed by weights_only, not a tensor

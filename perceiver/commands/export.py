@@ -20,25 +20,29 @@ def export(
         False, "--merge", help="SOURCE is a LoRA run: write its base model with the adapter merged in."
     ),
 ) -> None:
-    """Write [bold]SOURCE[/] as an export of this project: [bold]config.json[/] + [bold]model.safetensors[/] and
-    the files of its tokenizer (none for byte models). A LoRA run needs [bold]--merge[/].
+    """Write [bold]SOURCE[/] as an export of this project: [bold]config.json[/] + [bold]model.safetensors[/], the
+    files of its tokenizer (none for byte models) and a model card [bold]README.md[/] (unless --output holds a
+    README.md of your own, which is kept). A LoRA run needs [bold]--merge[/].
 
     Example: [bold]perceiver export runs/my-clm --output models/my-clm[/]
     """
     from rich.console import Console
 
     from perceiver.checkpoint import ModelLoadError, check_export_target, load_model, resolve_model_path, save_model
+    from perceiver.model_card import model_card
     from perceiver.tokenizers import load_tokenizer
     from perceiver.training.lora import is_lora_dir
 
-    lora = is_lora_dir(resolve_model_path(source))
+    path = resolve_model_path(source)
+    lora = is_lora_dir(path)
     if lora != merge:
         raise ModelLoadError(f"{source} is a LoRA run: pass --merge to write a plain model with the adapter merged in"
                              if lora else f"{source} is not a LoRA run: --merge merges a LoRA adapter into its base")
     check_export_target(output, overwrite=force)
     model = load_model(source)
     tokenizer = load_tokenizer(source)
-    save_model(model, output, overwrite=force, tokenizer=tokenizer)
+    card = model_card(model, source=path, name=Path(output).name, tokenizer=tokenizer)
+    save_model(model, output, overwrite=force, tokenizer=tokenizer, card=card)
     params = sum(p.numel() for p in model.parameters())
     Console(stderr=True, highlight=False).print(
         f"[green]exported[/] {source} ({params / 1e6:.1f}M parameters, task {model.task}) -> [bold]{output}[/]"

@@ -147,6 +147,9 @@ def _assign(target: nn.Module, state: Dict[str, torch.Tensor], mapping: Dict[str
     missing = sorted(set(own) - set(mapping.values()))
     if missing:
         raise ConversionError(f"target parameters without a source: {', '.join(missing[:3])}")
+    from perceiver.empty_model import assign_weights, has_meta_parameters
+
+    empty = has_meta_parameters(target)  # built without weights: the source tensors become its parameters
     new_state = {}
     for source_name, target_name in mapping.items():
         value = state[source_name]
@@ -156,8 +159,9 @@ def _assign(target: nn.Module, state: Dict[str, torch.Tensor], mapping: Dict[str
             raise ConversionError(
                 f"{source_name} {tuple(value.shape)} does not fit {target_name} {tuple(own[target_name].shape)}"
             )
-        new_state[target_name] = value.detach().clone().to(own[target_name].dtype)
-    target.load_state_dict(new_state)
+        value = value.detach()
+        new_state[target_name] = value if empty else value.clone().to(own[target_name].dtype)
+    assign_weights(target, new_state)
 
 
 # -------------------------------------------------------------------------------------------------------------

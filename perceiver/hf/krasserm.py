@@ -134,11 +134,18 @@ def read_weights(directory: Union[str, Path]) -> Dict[str, Tensor]:
 def read_bin(path: Union[str, Path]) -> Dict[str, Tensor]:
     """A ``pytorch_model.bin`` state dict, read with ``torch.load(weights_only=True)``: a file that holds anything
     but tensors (for instance a pickle that would run code) is refused, never executed."""
+    import pickle
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # weights_only refuses other objects; also corrupt or truncated files
+    except pickle.UnpicklingError as error:  # weights_only refuses objects other than tensors
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise KrassermError(f"refusing {path}: not a plain file of tensors ({reason})") from None
+    except Exception as error:  # corrupt or truncated
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise KrassermError(
+            f"cannot read {path}: the file is corrupted or truncated (download it again) ({reason})"
+        ) from None
     if not isinstance(state, dict) or not all(
         isinstance(key, str) and isinstance(value, Tensor) for key, value in state.items()
     ):
@@ -167,8 +174,11 @@ def load_krasserm(directory: Union[str, Path], config: Optional[Mapping[str, Any
         "perceiver-io-text-classifier": convert_text_classifier,
         "perceiver-io-image-classifier": convert_image_classifier,
     }[config["model_type"]]
+    from perceiver.empty_model import parameters_on_meta
+
     try:
-        return converter(config, state, directory).eval()
+        with parameters_on_meta():  # the model takes the file's tensors as its parameters: one copy of the weights
+            return converter(config, state, directory).eval()
     except KrassermError as error:
         raise KrassermError(f"{directory}: {error}") from None
 

@@ -22,6 +22,7 @@ from perceiver.config_checks import ConfigError, check_ranges
 from perceiver.core.decoder import TrainableQueryProvider
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.data.tokenizer import PAD_ID, VOCAB_SIZE, ByteTokenizer
+from perceiver.publishing import HubMethods
 from perceiver.tasks.perceiver_io_options import (
     ENCODER_FIELDS,
     PerceiverIOOptions,
@@ -112,7 +113,7 @@ def read_model_config(path: Union[str, Path]) -> Tuple[str, Dict[str, Any]]:
     return task, dict(config)
 
 
-class Classifier(PerceiverIO):
+class Classifier(HubMethods, PerceiverIO):
     """Perceiver IO classifier.
 
     ``forward(input_ids (B, N), pad_mask (B, N) True at padding) -> logits (B, num_classes)`` for text;

@@ -24,6 +24,7 @@ from perceiver.core.init import init_parameters
 from perceiver.core.perceiver_ar import PerceiverAR, PerceiverARConfig
 from perceiver.core.position import positions
 from perceiver.data.tokenizer import VOCAB_SIZE
+from perceiver.publishing import HubMethods
 from perceiver.tasks.sampling import sample_next, validate_sampling
 
 
@@ -48,7 +49,7 @@ class CausalLanguageModelConfig(PerceiverARConfig):
         self.validate()
 
 
-class CausalLanguageModel(nn.Module):
+class CausalLanguageModel(HubMethods, nn.Module):
     """Perceiver AR language model: token input adapter -> :class:`PerceiverAR` -> output norm -> output adapter.
 
     ``forward(input_ids (B, N), prefix_len, pad_mask (B, N) True at padding) -> logits (B, N - prefix_len, V)``

@@ -22,6 +22,7 @@ from perceiver.core.decoder import PositionQueryProvider, decode_row_sparse
 from perceiver.core.linear import is_plain_tree
 from perceiver.core.perceiver_io import PerceiverIO
 from perceiver.data.tokenizer import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID, VOCAB_SIZE, ByteTokenizer
+from perceiver.publishing import HubMethods
 from perceiver.tasks.perceiver_io_options import (
     PerceiverIOOptions,
     build_encoder_decoder,
@@ -63,7 +64,7 @@ class MaskedLanguageModelConfig(PerceiverIOOptions):
         self.validate_io()
 
 
-class MaskedLanguageModel(PerceiverIO):
+class MaskedLanguageModel(HubMethods, PerceiverIO):
     """Perceiver IO masked language model.
 
     ``forward(input_ids (B, N), pad_mask (B, N) True at padding) -> logits (B, N, V)``;

@@ -292,8 +292,12 @@ def fit(plan: TrainPlan, callbacks: Optional[Sequence[pl.Callback]] = None) -> D
         if trainer.is_global_zero and cfg.lora_r:  # the adapter alone; load_model merges it into its base
             lora.save_adapter(lit.model, export_dir, tokenizer=getattr(datamodule, "tokenizer", None))
         elif trainer.is_global_zero:  # from the checkpoint: full weights even when the live model is sharded
-            save_model(load_model(last), export_dir, task=plan.task, overwrite=True,  # the run's own export
-                       tokenizer=getattr(datamodule, "tokenizer", None))
+            from perceiver.model_card import model_card
+
+            model, tokenizer = load_model(last), getattr(datamodule, "tokenizer", None)
+            card = model_card(model, source=export_dir, name=Path(cfg.output_dir).name, tokenizer=tokenizer)
+            save_model(model, export_dir, task=plan.task, overwrite=True, tokenizer=tokenizer,  # the run's own export
+                       card=card)
     finally:
         stop.restore()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
