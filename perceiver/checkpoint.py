@@ -1,7 +1,8 @@
 """Saving and loading trained models: ``config.json`` + ``model.safetensors`` in a directory.
 
 ``config.json`` holds ``{"format": "perceiver", "task": <task name>, "config": {...}}``; the task name is the
-registry key that rebuilds the model. Lightning checkpoints (``.ckpt``) load too, with
+registry key that rebuilds the model. Its ``model_type`` (``perceiver-<task>``) is what transformers' ``AutoConfig``
+dispatches on (:mod:`perceiver.hf.auto`). Lightning checkpoints (``.ckpt``) load too, with
 ``torch.load(weights_only=True)``. Nothing here unpickles arbitrary objects.
 """
 
@@ -31,6 +32,11 @@ EXPORT_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 """The files an export consists of; other files in an export directory are the user's and are kept."""
 
 
+def model_type(task: str) -> str:
+    """The ``model_type`` an export of ``task`` declares in its ``config.json`` (for transformers' Auto classes)."""
+    return f"perceiver-{task}"
+
+
 def is_export(directory: Union[str, Path]) -> bool:
     """True when ``directory`` holds a model exported by this project (its ``config.json`` says so)."""
     try:
@@ -57,7 +63,8 @@ def save_model(model: nn.Module, directory: Union[str, Path], task: str = None, 
 
     directory = Path(directory)
     task = task or model.task
-    meta = {"format": FORMAT, "format_version": 1, "task": task, "config": asdict(model.config)}
+    meta = {"format": FORMAT, "format_version": 1, "model_type": model_type(task), "task": task,
+            "config": asdict(model.config)}
     state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
 
     def write(tmp: Path) -> None:
