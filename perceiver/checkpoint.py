@@ -30,6 +30,8 @@ class ModelLoadError(ValueError):
 
 EXPORT_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 """The files an export consists of; other files in an export directory are the user's and are kept."""
+PIPELINE_FILES = ("preprocessor_config.json",)
+"""Files beside an export for transformers' pipelines (besides tokenizer files), written with ``pipeline_files``."""
 
 
 def model_type(task: str) -> str:
@@ -47,10 +49,12 @@ def is_export(directory: Union[str, Path]) -> bool:
 
 
 def save_model(model: nn.Module, directory: Union[str, Path], task: str = None, overwrite: bool = False,
-               tokenizer: Any = None) -> Path:
+               tokenizer: Any = None, pipeline_files: bool = False) -> Path:
     """Export ``model`` (which has ``config`` and ``task``) to ``directory`` as ``config.json`` +
     ``model.safetensors``, and the files of its ``tokenizer`` unless that reads bytes
-    (:func:`perceiver.tokenizers.save_tokenizer`).
+    (:func:`perceiver.tokenizers.save_tokenizer`). ``pipeline_files``: also what transformers' pipelines read beside
+    the model (the byte tokenizer's ``tokenizer_config.json``, an image classifier's ``preprocessor_config.json``;
+    :func:`perceiver.hf.auto.save_pipeline_files`).
 
     The files are written into a new directory beside ``directory``, which then takes its place in one step: an
     interrupted export leaves the previous one intact. ``directory`` must be new or empty; replacing an earlier
@@ -75,19 +79,23 @@ def save_model(model: nn.Module, directory: Union[str, Path], task: str = None, 
             from perceiver.tokenizers import save_tokenizer
 
             save_tokenizer(tokenizer, tmp)
+        if pipeline_files:
+            from perceiver.hf.auto import save_pipeline_files
+
+            save_pipeline_files(tmp, model)
 
     return replace_directory(directory, write, own=export_files(directory), overwrite=overwrite)
 
 
 def export_files(directory: Union[str, Path]) -> list:
-    """The files of an earlier export in ``directory`` (none unless it is an export): its config, weights and
-    tokenizer files."""
+    """The files of an earlier export in ``directory`` (none unless it is an export): its config, weights, tokenizer
+    and pipeline files."""
     from perceiver.tokenizers import TOKENIZER_FILES
 
     directory = Path(directory)
     if not is_export(directory):
         return []
-    return [name for name in EXPORT_FILES + TOKENIZER_FILES if (directory / name).exists()]
+    return [name for name in EXPORT_FILES + TOKENIZER_FILES + PIPELINE_FILES if (directory / name).exists()]
 
 
 def check_export_target(directory: Union[str, Path], overwrite: bool = False) -> None:

@@ -23,12 +23,12 @@ class PerceiverTaskConfig(PreTrainedConfig):
     perceiver_task: str = ""
     """The project task (``clm``, ``mlm``, ``clf``) of the models of this config."""
 
-    def __init__(self, **kwargs: Any):
-        labels = class_labels(kwargs) if "id2label" not in kwargs else None
+    def __post_init__(self, **kwargs: Any):
+        labels = class_labels(kwargs) if self.id2label is None else None
         if labels:
-            kwargs["id2label"] = dict(enumerate(labels))
-            kwargs["label2id"] = {label: index for index, label in enumerate(labels)}
-        super().__init__(**kwargs)
+            self.id2label = dict(enumerate(labels))
+            self.label2id = {label: index for index, label in enumerate(labels)}
+        super().__post_init__(**kwargs)
 
 
 def class_labels(values: Dict[str, Any]) -> Optional[List[str]]:

@@ -6,10 +6,9 @@ in transformers' output classes. ``from_pretrained`` loads with :func:`perceiver
 a krasserm directory, a training run, a Hub repo id) and ``save_pretrained`` writes an export
 (:func:`perceiver.checkpoint.save_model`), so weights are never renamed or re-read by transformers' loader.
 
-Text: ``PerceiverTokenizer`` wraps a text in ``[CLS] ... [SEP]`` when a pipeline encodes it; the project's byte
-classifiers and masked LMs read texts without them (as ``perceiver predict`` and ``perceiver fill-mask`` feed them),
-so the text wrappers drop a ``[CLS]`` that starts and a ``[SEP]`` that ends a row (:func:`drop_added_special_tokens`)
-unless the model was trained with them (a masked LM with ``special_tokens``).
+Text models read what the tokenizer saved beside them gives (for byte models
+:class:`~perceiver.hf.tokenizer.PerceiverBytesTokenizer`, which adds no ``[CLS]``/``[SEP]``, as the project's commands
+feed them).
 
 Generation: :class:`PerceiverForCausalLM` is a ``GenerationMixin`` model whose ``forward`` computes the next-token
 logits from the whole (windowed) sequence, in the layout ``perceiver generate`` uses: the last
@@ -21,7 +20,7 @@ criteria) on these logits, recomputing every step (no key/value cache).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +32,7 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
 )
 
-from perceiver.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
+from perceiver.data.tokenizer import PAD_ID
 from perceiver.hf import configs
 from perceiver.hf.configs import PerceiverTaskConfig
 
@@ -91,7 +90,7 @@ class PerceiverPreTrainedModel(PreTrainedModel):
                            dtype=None if dtype == "auto" else dtype)
         if config is None:
             config = config_of(source, model)
-        return cls(config, model)
+        return cls(config, model).eval()
 
     def save_pretrained(self, save_directory: Union[str, Path], overwrite: bool = False, **kwargs) -> None:
         """Write the wrapped model as an export of this project (:func:`perceiver.checkpoint.save_model`)."""
@@ -138,36 +137,6 @@ def pad_mask_of(input_ids: Tensor, attention_mask: Optional[Tensor]) -> Optional
     return None if attention_mask is None else attention_mask == 0
 
 
-def drop_added_special_tokens(input_ids: Tensor, pad_mask: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-    """Rows (B, N) without the ``[CLS]`` at their first token and the ``[SEP]`` at their last one, as
-    ``PerceiverTokenizer`` adds them. Returns ``(input_ids (B, M), pad_mask (B, M), kept (B, N))``: the remaining
-    tokens of each row moved left (padding on the right), and which input positions they came from."""
-    batch, length = input_ids.shape
-    real = torch.ones_like(input_ids, dtype=torch.bool) if pad_mask is None else ~pad_mask
-    rows = torch.arange(batch, device=input_ids.device)
-    first = real.int().argmax(dim=1)
-    last = length - 1 - real.flip(1).int().argmax(dim=1)
-    kept = real.clone()
-    kept[rows, first] &= input_ids[rows, first] != CLS_ID
-    kept[rows, last] &= input_ids[rows, last] != SEP_ID
-    order = torch.sort((~kept).int(), dim=1, stable=True).indices  # kept positions first, in their order
-    width = max(int(kept.sum(dim=1).max()), 1)
-    ids = input_ids.gather(1, order)[:, :width]
-    pad = (~kept).gather(1, order)[:, :width]
-    return ids.masked_fill(pad, PAD_ID), pad, kept
-
-
-def scatter_back(logits: Tensor, kept: Tensor) -> Tensor:
-    """Per-token ``logits`` (B, M, V) of the rows :func:`drop_added_special_tokens` returned -> (B, N, V) at the
-    input's positions; the dropped tokens and padding get zeros."""
-    batch, length = kept.shape
-    out = logits.new_zeros(batch, length, logits.shape[-1])
-    counts = kept.sum(dim=1)
-    for row in range(batch):
-        out[row, kept[row]] = logits[row, : counts[row]]
-    return out
-
-
 class PerceiverForMaskedLM(PerceiverPreTrainedModel):
     """``forward(input_ids (B, N), attention_mask (B, N)) -> MaskedLMOutput(logits (B, N, V))``."""
 
@@ -176,11 +145,7 @@ class PerceiverForMaskedLM(PerceiverPreTrainedModel):
 
     def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, return_dict: bool = True,
                 **kwargs) -> MaskedLMOutput:
-        pad_mask = pad_mask_of(input_ids, attention_mask)
-        if self.model.config.special_tokens:
-            return MaskedLMOutput(logits=self.model(input_ids, pad_mask))
-        ids, pad, kept = drop_added_special_tokens(input_ids, pad_mask)
-        return MaskedLMOutput(logits=scatter_back(self.model(ids, pad), kept))
+        return MaskedLMOutput(logits=self.model(input_ids, pad_mask_of(input_ids, attention_mask)))
 
 
 class PerceiverForSequenceClassification(PerceiverPreTrainedModel):
@@ -198,9 +163,11 @@ class PerceiverForSequenceClassification(PerceiverPreTrainedModel):
 
     def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, return_dict: bool = True,
                 **kwargs) -> SequenceClassifierOutput:
-        ids, pad, _ = drop_added_special_tokens(input_ids, pad_mask_of(input_ids, attention_mask))
+        pad_mask = pad_mask_of(input_ids, attention_mask)
         limit = self.model.config.max_seq_len
-        return SequenceClassifierOutput(logits=self.model(ids[:, :limit], pad[:, :limit]))
+        return SequenceClassifierOutput(
+            logits=self.model(input_ids[:, :limit], None if pad_mask is None else pad_mask[:, :limit])
+        )
 
 
 class PerceiverForImageClassification(PerceiverPreTrainedModel):
