@@ -8,18 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_models
 import torch
 from cli_runner import cli
 from PIL import Image
-
-import perceiver.hf.auto  # noqa: F401  (registers the Auto classes)
-from perceiver.checkpoint import load_model, save_model
-from perceiver.data.tokenizer import ByteTokenizer
-from perceiver.hf.auto import save_pipeline_files
-from perceiver.tasks.mlm import encode_masked
-
-transformers = pytest.importorskip("transformers")
-from transformers import (  # noqa: E402
+from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForImageClassification,
@@ -31,7 +24,10 @@ from transformers import (  # noqa: E402
     pipeline,
 )
 
-import tiny_models  # noqa: E402
+from perceiver.checkpoint import load_model, save_model
+from perceiver.data.tokenizer import ByteTokenizer
+from perceiver.hf.auto import save_pipeline_files  # importing it registers the Auto classes
+from perceiver.tasks.mlm import encode_masked
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "krasserm"
 AUTO = {"clm": AutoModelForCausalLM, "mlm": AutoModelForMaskedLM, "text-clf": AutoModelForSequenceClassification,
@@ -356,7 +352,8 @@ def test_stopping_criteria_and_eos_end_generation(exports):
         def __call__(self, input_ids, scores, **kwargs):
             return torch.full((input_ids.shape[0],), input_ids.shape[1] >= ids.shape[1] + 6, dtype=torch.bool)
 
-    out = wrapper.generate(ids, max_new_tokens=10, do_sample=False, stopping_criteria=StoppingCriteriaList([AfterSix()]))
+    criteria = StoppingCriteriaList([AfterSix()])
+    out = wrapper.generate(ids, max_new_tokens=10, do_sample=False, stopping_criteria=criteria)
     assert out[0, ids.shape[1]:].tolist() == full[:6].tolist()
 
 

@@ -28,10 +28,9 @@ from transformers import (
     AutoTokenizer,
 )
 
-from perceiver.hf import configs
+from perceiver.hf import configs, models
 from perceiver.hf.image_processor import PerceiverImageClassifierInputProcessor, PerceiverImageProcessor
 from perceiver.hf.tokenizer import PerceiverBytesTokenizer
-from perceiver.hf import models
 
 AUTO_MODELS = {
     AutoModelForCausalLM: (models.PerceiverForCausalLM, models.KrassermForCausalLM),

@@ -7,8 +7,8 @@ grey or RGB as the model reads, resize it (bilinear) to the model's height and w
 
 :func:`image_processor_for` makes the one of a model; :func:`perceiver.hf.auto.save_pipeline_files` saves it beside an
 export. krasserm's image classifiers come with a ``preprocessor_config.json`` of type
-``PerceiverImageClassifierInputProcessor``; :class:`PerceiverImageClassifierInputProcessor` reads it (``single_channel``, ``size``
-when ``do_resize``; its mean and std are already in the converted model, see :mod:`perceiver.hf.krasserm`).
+``PerceiverImageClassifierInputProcessor``; the class of that name reads it (``single_channel``, ``size`` when
+``do_resize``; its mean and std are already in the converted model, see :mod:`perceiver.hf.krasserm`).
 """
 
 from __future__ import annotations

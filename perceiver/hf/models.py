@@ -77,7 +77,8 @@ class PerceiverPreTrainedModel(PreTrainedModel):
         from perceiver import hub
         from perceiver.checkpoint import load_model
 
-        unknown = sorted(key for key, value in kwargs.items() if key not in IGNORED_KWARGS and value not in (None, "", {}))
+        unknown = sorted(key for key, value in kwargs.items()
+                         if key not in IGNORED_KWARGS and value not in (None, "", {}))
         if model_args or unknown:
             raise TypeError(f"{cls.__name__}.from_pretrained does not take {', '.join(unknown) or 'positional args'}")
         source = str(pretrained_model_name_or_path)
