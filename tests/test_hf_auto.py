@@ -274,7 +274,7 @@ def test_greedy_text_generation_equals_perceiver_generate(exports, generator, ca
 
 def test_batched_prompts_generate_as_the_cli_does_each(exports, generator, capsys):
     prompts = ["Hi", PROMPT]
-    generator.tokenizer.padding_side = "left"
+    assert generator.tokenizer.padding_side == "left"  # saved so
     texts = [r[0]["generated_text"] for r in generator(prompts, max_new_tokens=8, do_sample=False, batch_size=2)]
     for prompt, text in zip(prompts, texts):
         code, out, _ = cli(capsys, "generate", "-m", exports["clm"], "-p", prompt, "-n", 8, "-t", "0")

@@ -89,7 +89,9 @@ def save_pipeline_files(directory: Union[str, Path], model=None) -> List[str]:
     special = getattr(model.config, "special_tokens", False)
     tokenizer_class = PerceiverTokenizer if special else PerceiverBytesTokenizer
     before = set(tokenizer_files(directory))
-    tokenizer_class(model_max_length=model.config.max_seq_len).save_pretrained(str(directory))
+    padding_side = "left" if model.task == "clm" else "right"  # as perceiver generate / predict pad a batch
+    tokenizer = tokenizer_class(model_max_length=model.config.max_seq_len, padding_side=padding_side)
+    tokenizer.save_pretrained(str(directory))
     return sorted(set(tokenizer_files(directory)) - before)
 
 

@@ -112,8 +112,9 @@ def build_model(config: PerceiverTaskConfig) -> nn.Module:
 
 
 def config_of(source: str, model: nn.Module) -> PerceiverTaskConfig:
-    """The transformers config of a loaded model: its directory's ``config.json`` when it has one (an export or a
-    krasserm directory), else (a ``.ckpt``) the config an export of it would have."""
+    """The transformers config of a loaded model: its directory's ``config.json`` when that names a ``model_type``
+    (an export or a krasserm directory), else (a ``.ckpt``, a LoRA run, an export older than ``model_type``) the
+    config an export of it would have."""
     import json
     from dataclasses import asdict
 
@@ -122,7 +123,8 @@ def config_of(source: str, model: nn.Module) -> PerceiverTaskConfig:
     from perceiver.checkpoint import CONFIG_FILE, FORMAT, model_type, resolve_model_path
 
     path = resolve_model_path(source)
-    if path.is_dir() and "model_type" in json.loads((path / CONFIG_FILE).read_text()):
+    config_file = path / CONFIG_FILE
+    if path.is_dir() and config_file.is_file() and "model_type" in json.loads(config_file.read_text()):
         return AutoConfig.from_pretrained(str(path))
     values = {"format": FORMAT, "task": model.task, "config": asdict(model.config)}
     return AutoConfig.for_model(model_type(model.task), **values)
