@@ -156,12 +156,25 @@ def test_the_saved_byte_tokenizer_adds_no_cls_or_sep(exports, tmp_path):
         assert tokenizer("héllo")["input_ids"] == ByteTokenizer().encode("héllo")
         assert tokenizer.decode(tokenizer("héllo")["input_ids"]) == "héllo"
         assert isinstance(load_tokenizer(exports[kind]), ByteTokenizer)  # the project reads it as bytes
+        assert tokenizer.padding_side == ("left" if kind == "clm" else "right")  # as the project pads batches
     assert type(AutoTokenizer.from_pretrained(str(FIXTURES / "clm"))).__name__ == "PerceiverBytesTokenizer"
     model = tiny_models.mlm()
     model.config.special_tokens = True
     save_model(model, tmp_path / "special", pipeline_files=True)
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "special"))
     assert tokenizer("ab")["input_ids"] == [4, 103, 104, 5]
+
+
+def test_from_pretrained_takes_dtype_device_and_what_load_model_reads(exports, tmp_path):
+    from perceiver.hf.models import PerceiverForMaskedLM
+
+    wrapper = AutoModelForMaskedLM.from_pretrained(str(exports["mlm"]), dtype=torch.bfloat16, device_map="cpu")
+    assert {p.dtype for p in wrapper.parameters()} == {torch.bfloat16}
+    with pytest.raises(ValueError, match="one device"):
+        AutoModelForMaskedLM.from_pretrained(str(exports["mlm"]), device_map={"": "cpu"})
+    shutil.copytree(exports["mlm"], tmp_path / "run" / "model")  # a training run's layout: RUN/model
+    wrapper = PerceiverForMaskedLM.from_pretrained(str(tmp_path / "run"))
+    assert wrapper.config.model_type == "perceiver-mlm" and not wrapper.training
 
 
 def test_save_pretrained_writes_an_export(exports, tmp_path):
@@ -262,6 +275,23 @@ PROMPT = "Once upon a time, in a"  # 22 bytes: more than max_latents (16) of the
 @pytest.fixture(scope="module")
 def generator(exports):
     return pipeline("text-generation", model=str(exports["clm"]))
+
+
+@pytest.mark.parametrize("length", [3, 22, 70])
+def test_next_token_logits_use_perceiver_generates_layout(exports, length):
+    """The last min(N, max_latents) positions are latents and the last max_seq_len tokens are read (16 and 64 for
+    the tiny clm): shorter, longer than max_latents, longer than max_seq_len."""
+    model, wrapper = load_model(exports["clm"]), AutoModelForCausalLM.from_pretrained(str(exports["clm"]))
+    torch.manual_seed(length)
+    ids = torch.randint(6, 262, (2, length))
+    window = ids[:, -64:]
+    with torch.no_grad():
+        expected = model(window, window.shape[1] - min(window.shape[1], 16))[:, -1]
+        got = wrapper(input_ids=ids, logits_to_keep=1).logits
+        every = wrapper(input_ids=ids).logits
+    assert got.shape == (2, 1, 262) and every.shape == (2, min(length, 16), 262)
+    torch.testing.assert_close(got[:, 0], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(every[:, -1], expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("num_tokens", [5, 60])  # 22 + 60 > max_seq_len 64: the window slides
