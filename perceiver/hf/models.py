@@ -1,6 +1,7 @@
 """Thin transformers ``PreTrainedModel`` wrappers around this project's models, for the Auto classes and pipelines.
 
-Each wrapper holds the project's model as its submodule ``model`` and only translates inputs and outputs:
+Each wrapper holds the project's model as its submodule ``model`` and only translates inputs and outputs (``forward``
+takes no ``labels``: the wrappers are for inference; ``return_dict`` is accepted, outputs are always objects):
 transformers' ``attention_mask`` (1 = token) becomes the project's ``pad_mask`` (True = padding), logits come back
 in transformers' output classes. ``from_pretrained`` loads with :func:`perceiver.checkpoint.load_model` (an export,
 a krasserm directory, a training run, a Hub repo id) and ``save_pretrained`` writes an export
@@ -146,8 +147,8 @@ class PerceiverForMaskedLM(PerceiverPreTrainedModel):
     config_class = configs.PerceiverMaskedLMConfig
     perceiver_task = "mlm"
 
-    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, return_dict: bool = True,
-                **kwargs) -> MaskedLMOutput:
+    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, return_dict: bool = True
+                ) -> MaskedLMOutput:
         return MaskedLMOutput(logits=self.model(input_ids, pad_mask_of(input_ids, attention_mask)))
 
 
@@ -164,8 +165,8 @@ class PerceiverForSequenceClassification(PerceiverPreTrainedModel):
         if not model.reads_text:
             raise ValueError("this classifier reads images: load it with AutoModelForImageClassification")
 
-    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, return_dict: bool = True,
-                **kwargs) -> SequenceClassifierOutput:
+    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, return_dict: bool = True
+                ) -> SequenceClassifierOutput:
         pad_mask = pad_mask_of(input_ids, attention_mask)
         limit = self.model.config.max_seq_len
         return SequenceClassifierOutput(
@@ -187,7 +188,7 @@ class PerceiverForImageClassification(PerceiverPreTrainedModel):
         if model.reads_text:
             raise ValueError("this classifier reads text: load it with AutoModelForSequenceClassification")
 
-    def forward(self, pixel_values: Tensor, return_dict: bool = True, **kwargs) -> ImageClassifierOutput:
+    def forward(self, pixel_values: Tensor, return_dict: bool = True) -> ImageClassifierOutput:
         return ImageClassifierOutput(logits=self.model(pixel_values.permute(0, 2, 3, 1)))
 
 
@@ -215,7 +216,7 @@ class PerceiverForCausalLM(PerceiverPreTrainedModel, GenerationMixin):
         return False
 
     def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, logits_to_keep: int = 0,
-                return_dict: bool = True, **kwargs) -> CausalLMOutput:
+                return_dict: bool = True) -> CausalLMOutput:
         config = self.model.config
         window = min(input_ids.shape[1], config.max_seq_len)
         input_ids = input_ids[:, -window:]
