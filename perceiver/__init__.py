@@ -22,8 +22,8 @@ _LAZY = {
         "SelfAttentionLayer",
     ],
     "perceiver.adapters": [
-        "ClassLogitsAdapter", "ClassLogitsConfig", "ImageAdapter", "ImageAdapterConfig", "InputAdapter", "OutputAdapter",
-        "TextAdapterConfig", "TextBytesAdapter", "TokenInputAdapter", "TokenLogitsAdapter",
+        "ClassLogitsAdapter", "ClassLogitsConfig", "ImageAdapter", "ImageAdapterConfig", "InputAdapter",
+        "OutputAdapter", "TextAdapterConfig", "TextBytesAdapter", "TokenInputAdapter", "TokenLogitsAdapter",
     ],
 }
 _ORIGIN = {name: module for module, names in _LAZY.items() for name in names}

@@ -1,7 +1,8 @@
 """Saving and loading trained models: ``config.json`` + ``model.safetensors`` in a directory.
 
 ``config.json`` holds ``{"format": "perceiver", "task": <task name>, "config": {...}}``; the task name is the
-registry key that rebuilds the model. Lightning checkpoints (``.ckpt``) load too, with
+registry key that rebuilds the model. Its ``model_type`` (``perceiver-<task>``) is what transformers' ``AutoConfig``
+dispatches on (:mod:`perceiver.hf.auto`). Lightning checkpoints (``.ckpt``) load too, with
 ``torch.load(weights_only=True)``. Nothing here unpickles arbitrary objects.
 """
 
@@ -30,6 +31,13 @@ class ModelLoadError(ValueError):
 
 EXPORT_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 """The files an export consists of; other files in an export directory are the user's and are kept."""
+PIPELINE_FILES = ("preprocessor_config.json",)
+"""Files beside an export for transformers' pipelines (besides tokenizer files), written with ``pipeline_files``."""
+
+
+def model_type(task: str) -> str:
+    """The ``model_type`` an export of ``task`` declares in its ``config.json`` (for transformers' Auto classes)."""
+    return f"perceiver-{task}"
 
 
 def is_export(directory: Union[str, Path]) -> bool:
@@ -42,10 +50,12 @@ def is_export(directory: Union[str, Path]) -> bool:
 
 
 def save_model(model: nn.Module, directory: Union[str, Path], task: str = None, overwrite: bool = False,
-               tokenizer: Any = None, card: Optional[str] = None) -> Path:
+               tokenizer: Any = None, card: Optional[str] = None, pipeline_files: bool = False) -> Path:
     """Export ``model`` (which has ``config`` and ``task``) to ``directory`` as ``config.json`` +
     ``model.safetensors``, and the files of its ``tokenizer`` unless that reads bytes
-    (:func:`perceiver.tokenizers.save_tokenizer`).
+    (:func:`perceiver.tokenizers.save_tokenizer`). ``pipeline_files``: also what transformers' pipelines read beside
+    the model (the byte tokenizer's ``tokenizer_config.json``, an image classifier's ``preprocessor_config.json``;
+    :func:`perceiver.hf.auto.save_pipeline_files`).
 
     ``card``: the text of a model card ``README.md`` (:func:`perceiver.model_card.model_card`). It is written unless
     ``directory`` holds a ``README.md`` this project did not write, which is kept as it is.
@@ -61,7 +71,8 @@ def save_model(model: nn.Module, directory: Union[str, Path], task: str = None, 
 
     directory = Path(directory)
     task = task or model.task
-    meta = {"format": FORMAT, "format_version": 1, "task": task, "config": asdict(model.config)}
+    meta = {"format": FORMAT, "format_version": 1, "model_type": model_type(task), "task": task,
+            "config": asdict(model.config)}
     state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
 
     def write(tmp: Path) -> None:
@@ -74,6 +85,10 @@ def save_model(model: nn.Module, directory: Union[str, Path], task: str = None, 
             save_tokenizer(tokenizer, tmp)
         if write_card:
             (tmp / CARD_FILE).write_text(card, encoding="utf-8")
+        if pipeline_files:
+            from perceiver.hf.auto import save_pipeline_files
+
+            save_pipeline_files(tmp, model)
 
     own = export_files(directory)
     write_card = card is not None and (CARD_FILE in own or not (directory / CARD_FILE).exists())
@@ -81,15 +96,15 @@ def save_model(model: nn.Module, directory: Union[str, Path], task: str = None, 
 
 
 def export_files(directory: Union[str, Path]) -> list:
-    """The files of an earlier export in ``directory`` (none unless it is an export): its config, weights and
-    tokenizer files, and its model card if this project wrote it."""
+    """The files of an earlier export in ``directory`` (none unless it is an export): its config, weights, tokenizer
+    and pipeline files, and its model card if this project wrote it."""
     from perceiver.model_card import is_own_card
     from perceiver.tokenizers import TOKENIZER_FILES
 
     directory = Path(directory)
     if not is_export(directory):
         return []
-    names = [name for name in EXPORT_FILES + TOKENIZER_FILES if (directory / name).exists()]
+    names = [name for name in EXPORT_FILES + TOKENIZER_FILES + PIPELINE_FILES if (directory / name).exists()]
     return names + [CARD_FILE] if is_own_card(directory / CARD_FILE) else names
 
 

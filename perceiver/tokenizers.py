@@ -4,7 +4,8 @@ A model directory that holds no tokenizer files reads UTF-8 bytes (:class:`~perc
 the default). One that holds a transformers tokenizer (``tokenizer_config.json``, ``tokenizer.json``,
 ``spiece.model``, ...) is read with ``AutoTokenizer`` and wrapped in :class:`SubwordTokenizer`, which has the byte
 tokenizer's interface (``encode``, ``decode``, ``stream_decoder``, ``vocab_size``, ``pad_token_id``,
-``mask_token_id``, ``padding_side``). A saved ``PerceiverTokenizer`` is the byte tokenizer (the same ids).
+``mask_token_id``, ``padding_side``). A saved ``PerceiverTokenizer`` is the byte tokenizer (the same ids), and so is
+``PerceiverBytesTokenizer`` (:mod:`perceiver.hf.tokenizer`, saved for transformers' pipelines).
 
 A training run keeps its tokenizer in ``RUN/tokenizer/`` (so its checkpoints find it) and its export ``RUN/model/``
 holds the same files beside ``config.json``.
@@ -26,7 +27,7 @@ TOKENIZER_FILES = (
 """Files a transformers tokenizer may save; an export owns those it holds."""
 RUN_TOKENIZER_DIR = "tokenizer"
 """Where a training run keeps its tokenizer (beside ``checkpoints/``)."""
-BYTE_TOKENIZER_CLASSES = ("PerceiverTokenizer",)
+BYTE_TOKENIZER_CLASSES = ("PerceiverTokenizer", "PerceiverBytesTokenizer")
 """transformers tokenizer classes whose ids are the byte tokenizer's."""
 
 Tokenizer = Union[ByteTokenizer, "SubwordTokenizer"]

@@ -19,6 +19,11 @@ def export(
     merge: bool = typer.Option(
         False, "--merge", help="SOURCE is a LoRA run: write its base model with the adapter merged in."
     ),
+    pipeline_files: bool = typer.Option(
+        False, "--pipeline-files",
+        help="Also write what transformers' pipelines read beside the model: the byte tokenizer (PerceiverTokenizer) "
+        "of a byte model, the image processor of an image classifier (docs/hub.md).",
+    ),
 ) -> None:
     """Write [bold]SOURCE[/] as an export of this project: [bold]config.json[/] + [bold]model.safetensors[/], the
     files of its tokenizer (none for byte models) and a model card [bold]README.md[/] (unless --output holds a
@@ -42,7 +47,7 @@ def export(
     model = load_model(source)
     tokenizer = load_tokenizer(source)
     card = model_card(model, source=path, name=Path(output).name, tokenizer=tokenizer)
-    save_model(model, output, overwrite=force, tokenizer=tokenizer, card=card)
+    save_model(model, output, overwrite=force, tokenizer=tokenizer, card=card, pipeline_files=pipeline_files)
     params = sum(p.numel() for p in model.parameters())
     Console(stderr=True, highlight=False).print(
         f"[green]exported[/] {source} ({params / 1e6:.1f}M parameters, task {model.task}) -> [bold]{output}[/]"

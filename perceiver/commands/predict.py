@@ -11,15 +11,10 @@ from perceiver.devices import DEVICE_HELP
 
 
 def load_image(path: str, image_shape: Tuple[int, int, int]) -> Tuple["numpy.ndarray", str]:  # noqa: F821
-    """Read an image file as uint8 (H, W, C) in the model's shape; returns it with a note on what was changed.
-
-    Images of another size are resized (bilinear); colour images are converted to grey for one-channel models and
-    grey ones to RGB for three-channel models.
-    """
-    import numpy as np
+    """Read an image file as uint8 (H, W, C) in the model's shape; returns it with a note on what was changed
+    (:func:`fit_image`)."""
     from PIL import Image, UnidentifiedImageError
 
-    height, width, channels = image_shape
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"image file {path!r} does not exist")
@@ -29,6 +24,19 @@ def load_image(path: str, image_shape: Tuple[int, int, int]) -> Tuple["numpy.nda
             image = opened.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"cannot read image {path}: not an image file or corrupt ({type(error).__name__})") from None
+    return fit_image(image, image_shape)
+
+
+def fit_image(image: "PIL.Image.Image", image_shape: Tuple[int, int, int]) -> Tuple["numpy.ndarray", str]:  # noqa: F821
+    """A PIL image as uint8 (H, W, C) in the model's ``image_shape``; returns it with a note on what was changed.
+
+    Images of another size are resized (bilinear); colour images are converted to grey for one-channel models and
+    grey ones to RGB for three-channel models.
+    """
+    import numpy as np
+    from PIL import Image
+
+    height, width, channels = image_shape
     modes = {1: "L", 3: "RGB"}
     if channels not in modes:
         raise ValueError(f"the model reads {channels}-channel images; only 1 (grey) and 3 (RGB) can be read from files")

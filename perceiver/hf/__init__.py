@@ -1,2 +1,3 @@
-"""Hugging Face glue: converters from transformers' Perceiver models (the only code that imports transformers
-models)."""
+"""Hugging Face glue: converters from transformers' Perceiver models and krasserm's directories, and
+(``perceiver.hf.auto``, whose import registers them) transformers' Auto classes and pipelines for this project's
+models. Importing this package imports no transformers code."""

@@ -52,7 +52,8 @@ class CausalLanguageModelConfig(PerceiverARConfig):
 class CausalLanguageModel(HubMethods, nn.Module):
     """Perceiver AR language model: token input adapter -> :class:`PerceiverAR` -> output norm -> output adapter.
 
-    ``forward(input_ids (B, N), prefix_len, pad_mask (B, N) True at padding) -> logits (B, N - prefix_len, V)``
+    ``forward(input_ids (B, N), prefix_len, pad_mask (B, N) True at padding) -> logits (B, N - prefix_len, V)``;
+    with ``logits_to_keep=k`` only the last k positions' logits (B, k, V).
 
     ``input_adapter`` (a :class:`~perceiver.adapters.base.TokenInputAdapter` instance) replaces the registered adapter
     that ``config.adapter`` names; ``output_adapter`` (an :class:`~perceiver.adapters.base.OutputAdapter`) replaces
@@ -93,14 +94,15 @@ class CausalLanguageModel(HubMethods, nn.Module):
     def create(cls, config: CausalLanguageModelConfig) -> "CausalLanguageModel":
         return cls(config)
 
-    def forward(self, input_ids: Tensor, prefix_len: int, pad_mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input_ids: Tensor, prefix_len: int, pad_mask: Optional[Tensor] = None,
+                logits_to_keep: int = 0) -> Tensor:
         batch_size, seq_len = input_ids.shape
         if seq_len > self.config.max_seq_len:
             raise ValueError(f"input of {seq_len} tokens is longer than max_seq_len {self.config.max_seq_len}")
         pos = positions(pad_mask, batch_size, seq_len, device=input_ids.device)
         x = self.input_adapter.embed(input_ids, pos)
         hidden = self.perceiver_ar(x, prefix_len, pad_mask, self.input_adapter.rotary(pos))
-        return self._logits(hidden)
+        return self._logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
 
     def _logits(self, hidden: Tensor) -> Tensor:
         """(B, M, C) -> (B, M, V) logits, computed in fp32 (a no-op cast for fp32 weights or under autocast, which
