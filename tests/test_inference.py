@@ -99,11 +99,22 @@ def test_dtype_stores_weights_and_cache_in_it_and_logits_stay_fp32(trained_dir):
 
 
 def test_greedy_generation_in_bf16_and_int8_mostly_agrees_with_fp32(trained_dir):
+    # The next-token choices are compared on the same inputs, the fp32 continuation (teacher forcing): free-running
+    # greedy texts part for good at the first near-tie, which says little about the other steps (on one CPU bf16
+    # parted at token 18 of 24).
     prompt = torch.tensor([list(b"the quick brown fox ")]) + 6
-    reference = load_model(trained_dir).generate(prompt, num_tokens=24, temperature=0, num_latents=16)
+    fp32 = load_model(trained_dir)
+    reference = fp32.generate(prompt, num_tokens=24, temperature=0, num_latents=16)
+    sequence = torch.cat([prompt, reference], dim=1)[:, :-1]
+    prefix_len = sequence.shape[1] - CONFIG["max_latents"]
+    with torch.no_grad():
+        expected = fp32(sequence, prefix_len=prefix_len).argmax(dim=-1)
+    assert (expected == reference[:, -CONFIG["max_latents"]:]).float().mean() > 0.9  # the text was learned
     for model in (load_model(trained_dir, dtype="bfloat16"), prepare(load_model(trained_dir), quantize="int8")):
-        tokens = model.generate(prompt, num_tokens=24, temperature=0, num_latents=16)
-        assert (tokens == reference).float().mean() > 0.9
+        assert model.generate(prompt, num_tokens=24, temperature=0, num_latents=16).shape == reference.shape
+        with torch.no_grad():
+            predicted = model(sequence, prefix_len=prefix_len).argmax(dim=-1)
+        assert (predicted == expected).float().mean() > 0.9
 
 
 def test_int8_replaces_the_linear_layers_and_refuses_what_it_cannot_quantize():
