@@ -76,6 +76,8 @@ def project(layer: nn.Module, x: Tensor) -> Tensor:
 
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """``F.linear(x, weight, bias)``: (..., in) -> (..., out), with ``weight`` (out, in)."""
+    if torch.compiler.is_compiling():  # the compiler picks its own kernel (and would break the graph at the next call)
+        return F.linear(x, weight, bias)
     num_groups = torch.get_num_threads()
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     if (
