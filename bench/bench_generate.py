@@ -8,7 +8,11 @@ one generator per row as ``perceiver generate --prompts-file`` uses); prompts in
 size over batch 1 (total new tokens/s). Each case is timed ``--repeats`` times after one warm-up; the best is kept.
 
     python bench/bench_generate.py                                # batch 1 and 16, fp32
-    python bench/bench_generate.py --batch-sizes 1,4,16 --dtypes float32,bfloat16 --quantize int8
+    python bench/bench_generate.py --batch-sizes 1,4,16 --dtypes float32,bfloat16 --quantize
+    python bench/bench_generate.py --batch-sizes 1 --compile     # eager and torch.compile'd steps side by side
+
+With ``--compile`` every dtype also runs with the decoding step compiled (``perceiver.inference.compile_decoding``,
+as ``perceiver generate --compile``); the warm-up call then includes the compilation, printed as "first call".
 """
 
 from __future__ import annotations
@@ -47,16 +51,19 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     config = CausalLanguageModelConfig(max_seq_len=4096, max_latents=512, num_channels=512, num_heads=8,
                                        num_self_attention_layers=8, cross_attention_dropout=0.5)
-    cases = [(dtype, None) for dtype in args.dtypes.split(",")]
+    cases = [(dtype, None, False) for dtype in args.dtypes.split(",")]
     if args.quantize:
-        cases.append(("float32", "int8"))
+        cases.append(("float32", "int8", False))
+    if args.compile:
+        cases += [(dtype, quantize, True) for dtype, quantize, _ in list(cases)]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu capability "
           f"{torch.backends.cpu.get_cpu_capability()}, load average before: {_load_avg():.1f}")
-    for dtype, quantize in cases:
+    for dtype, quantize, compiled in cases:
         torch.manual_seed(0)
-        model = prepare(CausalLanguageModel(config).eval(), dtype=dtype, quantize=quantize)
-        label = f"{dtype}{' int8' if quantize else ''}"
+        torch._dynamo.reset()  # each compiled case compiles afresh (and stays under the recompilation limit)
+        model = prepare(CausalLanguageModel(config).eval(), dtype=dtype, quantize=quantize, compile=compiled)
+        label = f"{dtype}{' int8' if quantize else ''}{' compiled' if compiled else ''}"
         rates = {}
         for batch in batch_sizes:
             lengths = [args.prompt_len - (i * 7) % (args.prompt_len // 2) for i in range(batch)]
@@ -67,7 +74,9 @@ def main(argv=None) -> None:
             def run():
                 model.generate(prompt, pad, num_tokens=args.tokens, num_latents=7, top_k=10, generator=generators)
 
-            run()  # warm-up
+            start = time.perf_counter()
+            run()  # warm-up (and compilation)
+            first = time.perf_counter() - start
             best = float("inf")
             for _ in range(args.repeats):
                 start = time.perf_counter()
@@ -75,10 +84,10 @@ def main(argv=None) -> None:
                 best = min(best, time.perf_counter() - start)
             rates[batch] = batch * args.tokens / best
             print(f"{label:>16} batch {batch:>3}: {best:7.3f} s for {args.tokens} tokens/row, "
-                  f"{rates[batch]:8.1f} new tokens/s, {1000 * best / args.tokens:6.2f} ms/step "
-                  f"(load {_load_avg():.1f})", flush=True)
+                  f"{rates[batch]:8.1f} new tokens/s, {1000 * best / args.tokens:6.2f} ms/step, first call "
+                  f"{first:.1f} s (load {_load_avg():.1f})", flush=True)
         base = rates.get(1)
-        if base:
+        if base and len(rates) > 1:
             print(f"{label:>16} speed-up over batch 1: "
                   + ", ".join(f"batch {b}: {r / base:.2f}x" for b, r in rates.items() if b != 1))
     sys.stdout.flush()

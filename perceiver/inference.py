@@ -8,6 +8,7 @@
   quantized per call; ``torch.ao.quantization.quantize_dynamic``, CPU only). The core calls such layers instead of
   reading their weights (``perceiver.core.linear.is_plain``). The token embedding and the tied output projection stay
   fp32. See the module ``README``/docs for why this backend and not torchao.
+* :func:`compile_decoding` ``torch.compile``s the cached decoding step of a causal LM (``--compile``).
 """
 
 from __future__ import annotations
@@ -96,6 +97,29 @@ def quantize_int8(model: nn.Module, device: str = "cpu") -> nn.Module:
         return quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
+def compile_decoding(model: nn.Module) -> nn.Module:
+    """``torch.compile`` the cached decoding step of a causal LM (``model.perceiver_ar.forward_cached``), in place.
+
+    The step is compiled on its first calls (the shapes that change between steps, such as the filled length of the
+    cache, become dynamic on the second compilation) and reused by every later ``generate`` call of the model; the
+    weights are those of the eager model. On a CPU, inductor builds its kernels with the C++ compiler on the PATH.
+    See docs/inference.md for what it gives (off by default: it did not pay in the measurements there).
+    Raises :class:`InferenceSetupError` for a model without a cached decoding step or without a C++ compiler.
+    """
+    import shutil
+
+    core = getattr(model, "perceiver_ar", None)
+    if core is None or not hasattr(core, "forward_cached"):
+        raise InferenceSetupError(f"--compile applies to causal LMs (clm); {type(model).__name__} has no decoding step")
+    if next(model.parameters()).device.type == "cpu" and not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
+        raise InferenceSetupError("--compile on the CPU needs a C++ compiler (c++, g++ or clang++) on the PATH")
+    if not getattr(core.forward_cached, "_perceiver_compiled", False):
+        step = torch.compile(core.forward_cached)  # shapes that change between steps become dynamic on recompiling
+        step._perceiver_compiled = True
+        core.forward_cached = step  # an instance attribute: the class and other models stay eager
+    return model
+
+
 def check(dtype=None, quantize: Optional[str] = None) -> None:
     """Raise :class:`InferenceSetupError` now (before a model is loaded) if :func:`prepare` would refuse the names."""
     if quantize is not None and quantize not in QUANTIZATIONS:
@@ -106,10 +130,15 @@ def check(dtype=None, quantize: Optional[str] = None) -> None:
                                   f"{str(dtype).replace('torch.', '')}")
 
 
-def prepare(model: nn.Module, dtype=None, quantize: Optional[str] = None, device: str = "cpu") -> nn.Module:
-    """Apply ``dtype`` (:func:`cast`) and ``quantize`` (:func:`quantize_int8`) to an eval-mode model."""
+def prepare(
+    model: nn.Module, dtype=None, quantize: Optional[str] = None, device: str = "cpu", compile: bool = False
+) -> nn.Module:
+    """Apply ``dtype`` (:func:`cast`), ``quantize`` (:func:`quantize_int8`) and ``compile`` (:func:`compile_decoding`)
+    to an eval-mode model."""
     check(dtype, quantize)
     model = cast(model, dtype, device)
     if quantize == "int8":
         model = quantize_int8(model, device)
+    if compile:
+        model = compile_decoding(model)
     return model.eval()

@@ -185,6 +185,7 @@ def test_prompts_file_jsonl_stdin_and_output_file(trained_dir, tmp_path, capsys,
         ("one\n", ["--dtype", "float64"], "--dtype must be one of"),
         ("one\n", ["--quantize", "int8", "--dtype", "bfloat16"], "cannot be combined"),
         ("one\n", ["--quantize", "int4"], "--quantize must be one of"),
+        ("one\n", ["--compile", "--no-cache"], "drop --no-cache"),
     ],
 )
 def test_generate_bad_input_is_one_line(trained_dir, tmp_path, capsys, content, args, message):

@@ -43,6 +43,10 @@ def generate(
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     dtype: str = typer.Option("float32", "--dtype", help="Weights and cache in float32, bfloat16 or float16."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: int8 linear layers (CPU)."),
+    compile: bool = typer.Option(
+        False, "--compile/--no-compile",
+        help="torch.compile the cached decoding step (compiles for minutes first; see docs/inference.md).",
+    ),
 ) -> None:
     """Continue [bold]--prompt[/] with a trained [bold]clm[/] model; text is printed as it is generated. With
     [bold]--prompts-file[/], complete every prompt of the file (in batches of [bold]--batch-size[/])."""
@@ -56,6 +60,8 @@ def generate(
         raise typer.BadParameter(f"must be >= 1, got {batch_size}", param_hint="--batch-size")
     if prompts_file is None and (output is not None or batch_size != 1):
         raise typer.BadParameter("--output and --batch-size go with --prompts-file", param_hint="--prompts-file")
+    if compile and not cache:
+        raise typer.BadParameter("compiles the cached decoding step; drop --no-cache", param_hint="--compile")
     if output is not None and output.exists() and not (force and output.is_file()):
         raise typer.BadParameter(f"{output} exists; pass --force to replace it", param_hint="--output")
 
@@ -74,7 +80,7 @@ def generate(
         from perceiver.prompts import read_prompts
 
         prompts = read_prompts(prompts_file)
-    lm = inference.prepare(load_model(model, task="clm", map_location=device), dtype, quantize, device)
+    lm = inference.prepare(load_model(model, task="clm", map_location=device), dtype, quantize, device, compile)
     check_model_reads(lm, ("text",), "generate")
     from perceiver.tokenizers import is_bytes, model_tokenizer
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from perceiver.config_checks import check_ranges
-from perceiver.core.linear import norm_linears, project
+from perceiver.core.linear import concat_linears, is_plain, linear, norm_linears, project
 from perceiver.core.split import SplitInput, norm_and_project
 
 if TYPE_CHECKING:
@@ -100,12 +100,19 @@ class KVCache:
 
     ``keys``: (B, H, capacity, Dqk), ``values``: (B, H, capacity, Dv); the first ``length`` positions are filled.
     Appending writes in place, so decoding one token costs no reallocation.
+
+    ``projection`` holds the layer's key/value projections (with the query one in self-attention) concatenated into
+    one weight (out_q + out_k + out_v, in) and bias, built by :class:`MultiHeadAttention` on the cache's first use:
+    a decoding step then makes one product where it made three. Keys and values in the cache are only valid for the
+    weights that computed them, so the concatenation lives exactly as long: a new cache (a new ``generate`` call)
+    reads the weights again; ``reset`` keeps it.
     """
 
     def __init__(self, keys: Tensor, values: Tensor):
         self.keys = keys
         self.values = values
         self.length = 0
+        self.projection: Optional[Tuple[Tensor, Optional[Tensor]]] = None
 
     @classmethod
     def empty(cls, batch_size: int, num_heads: int, capacity: int, qk_dim: int, v_dim: int, like: Tensor) -> "KVCache":
@@ -222,21 +229,16 @@ class MultiHeadAttention(nn.Module):
             recomputation (the row-sparse decoder backward pass) drops the same ones
         :return: (B, Q, Cout)
         """
-        if q_norm is not None and q_norm is kv_norm and x_q is x_kv:
-            q, k, v = norm_linears(x_q, q_norm, (self.q_proj, self.k_proj, self.v_proj))
+        fused = self._fused_decoding_projections(x_q, x_kv, q_norm, kv_norm, rotary_q, rotary_k, kv_cache)
+        if fused is not None:
+            q, k, v = fused
         else:
-            q = norm_linears(x_q, q_norm, (self.q_proj,))[0] if q_norm is not None else project(self.q_proj, x_q)
-            if isinstance(x_kv, SplitInput):
-                k, v = norm_and_project(kv_norm, (self.k_proj, self.v_proj), x_kv)
-            elif kv_norm is not None:
-                k, v = norm_linears(x_kv, kv_norm, (self.k_proj, self.v_proj))
-            else:
-                k, v = project(self.k_proj, x_kv), project(self.v_proj, x_kv)
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, H, Q, Dqk), (B, H, K, Dqk), (B, H, K, Dv)
-        if rotary_q is not None:
-            q = apply_rotary(q, rotary_q)
-        if rotary_k is not None:
-            k = apply_rotary(k, rotary_k)
+            q, k, v = self._project(x_q, x_kv, q_norm, kv_norm)
+            q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, H, Q, Dqk), (B, H, K, Dqk), (B, H, K, Dv)
+            if rotary_q is not None:
+                q = apply_rotary(q, rotary_q)
+            if rotary_k is not None:
+                k = apply_rotary(k, rotary_k)
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)
         if q.shape[0] != k.shape[0]:  # latents or queries shared by the batch: the fused kernels need equal batches
@@ -254,3 +256,67 @@ class MultiHeadAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend_mask, dropout_p=dropout, is_causal=is_causal)
         out = out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)  # (B, H, Q, Dv) -> (B, Q, H * Dv)
         return project(self.o_proj, out)
+
+    def _project(self, x_q: Tensor, x_kv, q_norm: Optional[nn.LayerNorm], kv_norm: Optional[nn.LayerNorm]):
+        """Queries (B, Q, H * Dqk), keys (B, K, H * Dqk) and values (B, K, H * Dv), each projection on its own."""
+        if q_norm is not None and q_norm is kv_norm and x_q is x_kv:
+            return norm_linears(x_q, q_norm, (self.q_proj, self.k_proj, self.v_proj))
+        q = norm_linears(x_q, q_norm, (self.q_proj,))[0] if q_norm is not None else project(self.q_proj, x_q)
+        if isinstance(x_kv, SplitInput):
+            k, v = norm_and_project(kv_norm, (self.k_proj, self.v_proj), x_kv)
+        elif kv_norm is not None:
+            k, v = norm_linears(x_kv, kv_norm, (self.k_proj, self.v_proj))
+        else:
+            k, v = project(self.k_proj, x_kv), project(self.v_proj, x_kv)
+        return q, k, v
+
+    def _fused_decoding_projections(
+        self, x_q: Tensor, x_kv, q_norm: Optional[nn.LayerNorm], kv_norm: Optional[nn.LayerNorm],
+        rotary_q: Optional[Rotary], rotary_k: Optional[Rotary], kv_cache: Optional[KVCache],
+    ) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
+        """Rotated heads q (B, H, Q, Dqk), k (B, H, K, Dqk), v (B, H, K, Dv) from one product per input, or None.
+
+        Only when decoding with a cache (no autograd) and every projection and LayerNorm involved is plain
+        (:func:`~perceiver.core.linear.is_plain`): a wrapped layer (PEFT, quantized, hooked) is called instead, on the
+        path of :meth:`_project`. Self-attention (one LayerNorm over one input) projects q, k and v in one product and
+        rotates q and k in one call; cross-attention projects k and v in one.
+        """
+        if kv_cache is None or torch.is_grad_enabled() or isinstance(x_kv, SplitInput):
+            return None
+        shared = q_norm is not None and q_norm is kv_norm and x_q is x_kv
+        layers = (self.q_proj, self.k_proj, self.v_proj) if shared else (self.k_proj, self.v_proj)
+        if not all(is_plain(m) for m in (*layers, kv_norm) if m is not None):
+            return None
+        if kv_cache.projection is None:
+            kv_cache.projection = concat_linears(layers)
+        weight, bias = kv_cache.projection
+        heads, qk_channels = self.num_heads, self.num_heads * self.qk_head_dim
+        x_kv = _layer_norm(x_kv, kv_norm)
+        projected = linear(x_kv, weight, bias)  # (B, K, [H * Dqk +] H * Dqk + H * Dv)
+        batch, length, _ = projected.shape
+        if shared:
+            qk = projected[..., : 2 * qk_channels].view(batch, length, 2 * heads, -1).transpose(1, 2)  # (B, 2H, K, D)
+            if rotary_q is not None and rotary_q is rotary_k:
+                qk = apply_rotary(qk, rotary_q)
+                rotary_q = rotary_k = None
+            q, k = qk[:, :heads], qk[:, heads:]
+            v = projected[..., 2 * qk_channels :]
+        else:
+            q = self._heads(project(self.q_proj, _layer_norm(x_q, q_norm)))  # the query's own layer may be wrapped
+            k = projected[..., :qk_channels].view(batch, length, heads, -1).transpose(1, 2)
+            v = projected[..., qk_channels:]
+        v = v.view(batch, length, heads, -1).transpose(1, 2)
+        if rotary_q is not None:
+            q = apply_rotary(q, rotary_q)
+        if rotary_k is not None:
+            k = apply_rotary(k, rotary_k)
+        return q, k, v
+
+
+def _layer_norm(x: Tensor, norm: Optional[nn.LayerNorm]) -> Tensor:
+    """``norm(x)``, without the module call for a plain LayerNorm; ``x`` when ``norm`` is None."""
+    if norm is None:
+        return x
+    if not is_plain(norm):
+        return norm(x)
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)

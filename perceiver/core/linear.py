@@ -17,7 +17,7 @@ over the batch) reads the same memory, without a copy, about twice as fast. Trai
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +76,8 @@ def project(layer: nn.Module, x: Tensor) -> Tensor:
 
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """``F.linear(x, weight, bias)``: (..., in) -> (..., out), with ``weight`` (out, in)."""
+    if torch.compiler.is_compiling():  # the compiler picks its own kernel (and would break the graph at the next call)
+        return F.linear(x, weight, bias)
     num_groups = torch.get_num_threads()
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     if (
@@ -89,8 +91,22 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     out_features, in_features = weight.shape
     groups = weight.view(num_groups, out_features // num_groups, in_features).transpose(1, 2)  # (G, in, out/G)
     x_rows = x.reshape(1, rows, in_features).expand(num_groups, rows, in_features)  # (G, rows, in)
-    out = torch.bmm(x_rows, groups).transpose(0, 1).reshape(*x.shape[:-1], out_features)  # (..., out)
-    return out + bias.to(out.dtype) if bias is not None else out  # under autocast bmm's dtype, as F.linear's
+    if bias is None:
+        out = torch.bmm(x_rows, groups)  # (G, rows, out/G)
+    else:  # the bias added by the product (under autocast in its dtype, as F.linear's)
+        out = torch.baddbmm(bias.view(num_groups, 1, out_features // num_groups), x_rows, groups)
+    return out.transpose(0, 1).reshape(*x.shape[:-1], out_features)  # (..., out)
+
+
+def concat_linears(layers: Sequence[nn.Linear]) -> Tuple[Tensor, Optional[Tensor]]:
+    """One weight (sum of out_i, in) and bias (sum of out_i,) computing ``cat([layer(x) for layer in layers], -1)``
+    for plain linear layers of the same input size; the bias is None when no layer has one, zeros stand in for a
+    missing one otherwise. A copy: it does not follow later changes of the layers' weights."""
+    weight = torch.cat([layer.weight for layer in layers]).detach()
+    if all(layer.bias is None for layer in layers):
+        return weight, None
+    biases = [layer.bias if layer.bias is not None else layer.weight.new_zeros(layer.out_features) for layer in layers]
+    return weight, torch.cat(biases).detach()
 
 
 class _NormLinears(torch.autograd.Function):

@@ -253,7 +253,7 @@ class PerceiverAR(nn.Module):
         cache.length, cache.num_latents = end, num_latents
 
         pad = cache.pad_mask[:, :end]
-        if not pad.any():
+        if not torch.compiler.is_compiling() and not pad.any():  # compiled, the mask stays: no data-dependent branch
             pad = None
         num_queries = end - query_start
         queries = cache.inputs[:, query_start:end]
