@@ -19,7 +19,7 @@ Run from the repository root with the project's venv; it starts one process per 
 Runs go in pairs (one of each implementation, same seed), the two processes at the same time with one thread each,
 so that the machine's load falls on both alike. ``--project-init krasserm`` starts the project's model from the
 weights krasserm's model starts with (mapped by ``perceiver.hf.krasserm``), which isolates everything but the
-initialisation. ``--check`` compares the two models' forward outputs layer by layer for the same weights.
+initialisation. (That both compute the same function for the same weights is tests/test_krasserm.py's job.)
 Not used by the package, its tests or CI.
 """
 
@@ -32,6 +32,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -222,12 +223,21 @@ def run_pair(args, seed: int, out) -> None:
                 time.sleep(1)
             time.sleep(2)
         procs.append(subprocess.Popen(command, env=env, cwd=args.workdir, stdout=subprocess.PIPE, text=True))
-    for proc in procs:
+    lock = threading.Lock()
+
+    def relay(proc):  # both workers' lines as they come (reading one after the other hid the second's progress)
         for line in proc.stdout:
-            out.write(line)
-            out.flush()
-            sys.stdout.write(line)
-            sys.stdout.flush()
+            with lock:
+                out.write(line)
+                out.flush()
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+    relays = [threading.Thread(target=relay, args=(proc,)) for proc in procs]
+    for thread in relays:
+        thread.start()
+    for thread, proc in zip(relays, procs):
+        thread.join()
         proc.wait()
 
 

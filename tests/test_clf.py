@@ -64,16 +64,19 @@ def test_encoder_gives_the_same_latents_and_gradients_for_split_and_full_input()
     with torch.no_grad():
         for p in encoder.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    split = SplitInput(torch.randn(3, 7, 2, dtype=torch.double), torch.randn(7, 9, dtype=torch.double))
+    own = torch.randn(3, 7, 2, dtype=torch.double, requires_grad=True)  # the in-place products must keep its gradient
+    split = SplitInput(own, torch.randn(7, 9, dtype=torch.double))
     out_split = encoder(split)
     out_split.pow(2).sum().backward()
     grads = {n: p.grad.clone() for n, p in encoder.named_parameters()}
+    own_grad, own.grad = own.grad.clone(), None
     encoder.zero_grad()
     out_full = encoder(split.full())
     out_full.pow(2).sum().backward()
     assert torch.allclose(out_split, out_full, atol=1e-10)
     for name, p in encoder.named_parameters():
         assert torch.allclose(grads[name], p.grad, atol=1e-9), name
+    assert torch.allclose(own_grad, own.grad, atol=1e-9)
 
 
 def test_split_layer_norm_is_accurate_in_float32_when_channels_sit_far_from_zero():

@@ -49,10 +49,12 @@ def norm_and_project(norm: nn.LayerNorm, projections: Sequence[nn.Linear], x: Sp
     outs = []
     for projection in projections:
         weight = projection.weight * norm.weight  # (D, C)
-        shared_part = shared @ weight[:, num_own:].T  # (N, D): once per batch
-        own_part = own @ weight[:, :num_own].T  # (B, N, D)
         offset = projection.weight @ norm.bias + (projection.bias if projection.bias is not None else 0)
-        outs.append((own_part + shared_part - mean[..., None] * weight.sum(1)) * rstd[..., None] + offset)
+        # in place on the one (B, N, D) result: a chain of out-of-place ops held up to four of them at once
+        out = own @ weight[:, :num_own].T  # (B, N, D)
+        out += shared @ weight[:, num_own:].T  # (N, D): once per batch
+        out.addcmul_(mean[..., None], weight.sum(1), value=-1)
+        outs.append(out.mul_(rstd[..., None]).add_(offset))
     return outs
 
 
