@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 
 from perceiver import __version__
-from perceiver.training.signals import TrainingInterrupted
+from perceiver.training.signals import TrainingInterrupted, ignore_stop_signals
 
 HELP = "Perceiver, Perceiver IO and Perceiver AR models: train, evaluate and generate by name."
 DEBUG_ENV = "PERCEIVER_DEBUG"
@@ -99,6 +99,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 _error("interrupted")
             sys.exit(result)
     except TrainingInterrupted as interrupted:
+        ignore_stop_signals()  # the step is saved and the process ends: a second Ctrl-C must not cut that short
         if interrupted.report:
             _interrupted(interrupted, argv)
         sys.exit(interrupted.exit_code)

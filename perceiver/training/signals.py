@@ -38,6 +38,14 @@ class TrainingInterrupted(Exception):
         return "interrupted before the first training step; nothing new to save"
 
 
+def ignore_stop_signals() -> None:
+    """Ignore further SIGINT and SIGTERM (in the main thread): for a process that is already ending on one, so that
+    an impatient second Ctrl-C, however late it comes, does not end it with a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+
 @contextmanager
 def signals_held(signums=STOP_SIGNALS) -> Iterator[None]:
     """Hold SIGINT and SIGTERM for the duration of the block, then deliver them to the handlers that were in place
