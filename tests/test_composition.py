@@ -86,6 +86,8 @@ def test_the_default_token_output_is_tied_to_the_input_adapter_instance():
     ("mlm", lambda channels: HashedBytes(300, channels), "HashedBytes reads 300 tokens, the model's vocab_size is 262"),
     ("clm", lambda channels: ClassLogitsAdapter(ClassLogitsConfig(channels, 3)),
      "ClassLogitsAdapter is not a TokenInputAdapter (token ids in; embed, rotary and logits)"),
+    ("clf", lambda channels: ClassLogitsAdapter(ClassLogitsConfig(channels, 3)),
+     "ClassLogitsAdapter is not an InputAdapter"),
 ])
 def test_an_adapter_that_does_not_fit_is_one_line(kind, make, message):
     _, channels = build(kind)

@@ -87,15 +87,17 @@ class OutputAdapter(nn.Module):
         raise NotImplementedError
 
 
-def check_adapter_fits(adapter: nn.Module, num_channels: int, vocab_size: Optional[int] = None) -> None:
-    """Raise a one-line ``ValueError`` unless ``adapter`` is an :class:`InputAdapter` with ``num_channels`` channels
-    (and, for token adapters, ``vocab_size`` tokens)."""
+def check_adapter_fits(
+    adapter: nn.Module, num_channels: Optional[int] = None, vocab_size: Optional[int] = None
+) -> None:
+    """Raise a one-line ``ValueError`` unless ``adapter`` is an :class:`InputAdapter` (with ``num_channels`` channels
+    when given; for a ``vocab_size``, a :class:`TokenInputAdapter` of that many tokens)."""
     name = type(adapter).__name__
     if vocab_size is not None and not isinstance(adapter, TokenInputAdapter):
         raise ValueError(f"{name} is not a TokenInputAdapter (token ids in; embed, rotary and logits)")
     if not isinstance(adapter, InputAdapter):
         raise ValueError(f"{name} is not an InputAdapter")
-    if adapter.num_input_channels != num_channels:
+    if num_channels is not None and adapter.num_input_channels != num_channels:
         raise ValueError(f"{name} makes {adapter.num_input_channels} channels, the model has {num_channels}")
     if vocab_size is not None and adapter.vocab_size != vocab_size:
         raise ValueError(f"{name} reads {adapter.vocab_size} tokens, the model's vocab_size is {vocab_size}")

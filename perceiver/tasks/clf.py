@@ -147,7 +147,7 @@ class Classifier(HubMethods, PerceiverIO):
                 num_heads=config.num_cross_attention_heads,
                 image_shape=config.image_shape,
             )
-        check_adapter_fits(input_adapter, input_adapter.num_input_channels)
+        check_adapter_fits(input_adapter)  # the encoder is built for the adapter's channels
         query_channels = config.num_output_query_channels or config.num_latent_channels
         query_provider = TrainableQueryProvider(1, query_channels, config.init_scale)
         encoder, decoder = build_encoder_decoder(config, input_adapter, query_provider, query_residual=True)
